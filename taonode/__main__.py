@@ -1,0 +1,3 @@
+from taonode.cli import main
+
+raise SystemExit(main())

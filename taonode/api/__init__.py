@@ -1,0 +1,1 @@
+"""HTTP surface: aiohttp application, routes and OpenAPI document."""

@@ -1,0 +1,1 @@
+"""Chain adapter: artifacts, typed bindings, tx sender, event watcher, local chains."""

@@ -1,0 +1,5 @@
+"""``taonode contracts``: build and deploy the TAO contracts."""
+
+from taonode.commands._placeholder import placeholder
+
+register = placeholder("contracts", "build and deploy the TAO contracts")

@@ -1,0 +1,1 @@
+"""Pure protocol logic: cut schedule, dispute state machine, votes, role decisions (no IO)."""

@@ -1,0 +1,1 @@
+"""Role services (prover, challenger, voter) over the pure core and the adapters."""

@@ -1,0 +1,1 @@
+"""Pure tensor core: model graphs, execution, bounds, profiles, commitments, checks."""

@@ -1,0 +1,1 @@
+"""Persistence adapters: SQLite state store and content-addressed blob store."""
