@@ -8,7 +8,7 @@ device (tested). It keeps every op output and does *no* hashing: commitments are
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,15 @@ import torch
 from torch import fx
 
 from taonode.runtime.graph import SKIPPED_OPS, Model, ModelError
+
+OpExecutor = Callable[[Any, tuple[Any, ...], dict[str, Any]], Any]
+"""Runs one op node: ``(target, args, kwargs) -> result``. The default calls the ATen kernel;
+execution variants (calibration) and simulated downgrades (detection study) substitute their own.
+Fused metadata nodes always run the default kernel."""
+
+
+def default_executor(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return target(*args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -59,7 +68,13 @@ def _literal(value: Any, device: torch.device, fp64: bool) -> Any:
     return value
 
 
-def _call(node: fx.Node, env: Mapping[str, Any], device: torch.device, fp64: bool = False) -> Any:
+def _call(
+    node: fx.Node,
+    env: Mapping[str, Any],
+    device: torch.device,
+    fp64: bool = False,
+    executor: OpExecutor = default_executor,
+) -> Any:
     def arg(a: Any) -> Any:
         if isinstance(a, fx.Node):
             return env[a.name]
@@ -70,7 +85,7 @@ def _call(node: fx.Node, env: Mapping[str, Any], device: torch.device, fp64: boo
     args = tuple(arg(a) for a in node.args)
     kwargs = {k: arg(v) for k, v in node.kwargs.items()}
     assert callable(node.target)
-    return node.target(*args, **kwargs)
+    return executor(node.target, args, kwargs)
 
 
 def weights_on(
@@ -102,9 +117,15 @@ def check_inputs(model: Model, inputs: Mapping[str, torch.Tensor]) -> None:
 
 
 def run_traced(
-    model: Model, inputs: Mapping[str, torch.Tensor], device: str | torch.device = "cpu"
+    model: Model,
+    inputs: Mapping[str, torch.Tensor],
+    device: str | torch.device = "cpu",
+    executor: OpExecutor | None = None,
 ) -> Trace:
-    """Run the whole model keeping every op output (no hashing on this path)."""
+    """Run the whole model keeping every op output (no hashing on this path).
+
+    ``executor`` replaces the kernel call of every op node (not of fused metadata nodes).
+    """
     dev = torch.device(device)
     set_fp32_mode(dev)
     check_inputs(model, inputs)
@@ -112,11 +133,16 @@ def run_traced(
     env.update({k: v.to(dev) for k, v in inputs.items()})
     values: dict[str, torch.Tensor] = {k: env[k] for k in model.input_names}
     owned = {o for op in model.ops for o in op.outputs}
+    op_nodes = {op.name for op in model.ops}
+    run_op = executor if executor is not None else default_executor
     with torch.no_grad():
         for node in model.program.graph.nodes:
             if node.op != "call_function" or node.target in SKIPPED_OPS:
                 continue
-            env[node.name] = _call(node, env, dev)
+            if node.name in op_nodes:
+                env[node.name] = _call(node, env, dev, executor=run_op)
+            else:
+                env[node.name] = _call(node, env, dev)
             if node.name in owned:
                 values[node.name] = env[node.name]
     return Trace(values=values)
@@ -142,6 +168,7 @@ def _run_ops(
     dev: torch.device,
     fp64: bool,
     weights: Mapping[str, Any] | None = None,
+    executor: OpExecutor = default_executor,
 ) -> dict[str, Any]:
     env: dict[str, Any] = dict(weights if weights is not None else weights_on(model, dev))
     for k, v in values.items():
@@ -150,11 +177,16 @@ def _run_ops(
     done: set[str] = set()
     with torch.no_grad():
         for i in indices:
-            for node in model.closures[i]:
+            body = model.closures[i]
+            for node in body:
                 if node.name in done:
                     continue
-                env[node.name] = _call(node, env, dev, fp64)
+                run = executor if node is body[-1] else default_executor
+                env[node.name] = _call(node, env, dev, fp64, executor=run)
                 done.add(node.name)
+            op = model.ops[i]
+            if op.outputs != (op.name,):
+                env.update(split_outputs(model, i, env[op.name]))
     return env
 
 
@@ -164,8 +196,35 @@ def run_segment(
     b: int,
     frontier: Mapping[str, torch.Tensor],
     device: str | torch.device = "cpu",
+    executor: OpExecutor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Execute ops ``[a, b)`` from frontier ``S_a`` (FP32) and return frontier ``S_b``."""
+    env = _segment_env(model, a, b, frontier, device, executor)
+    return {name: env[name] for name in model.frontiers[b]}
+
+
+def run_segment_values(
+    model: Model,
+    a: int,
+    b: int,
+    frontier: Mapping[str, torch.Tensor],
+    device: str | torch.device = "cpu",
+    executor: OpExecutor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Like :func:`run_segment` but returns every output of ops ``[a, b)`` as well as ``S_b``."""
+    env = _segment_env(model, a, b, frontier, device, executor)
+    names = [o for i in range(a, b) for o in model.ops[i].outputs] + list(model.frontiers[b])
+    return {name: env[name] for name in names}
+
+
+def _segment_env(
+    model: Model,
+    a: int,
+    b: int,
+    frontier: Mapping[str, torch.Tensor],
+    device: str | torch.device,
+    executor: OpExecutor | None,
+) -> dict[str, Any]:
     if not 0 <= a <= b <= model.num_ops:
         raise ModelError(f"segment [{a}, {b}) outside 0..{model.num_ops}")
     missing = set(model.frontiers[a]) - set(frontier)
@@ -173,8 +232,9 @@ def run_segment(
         raise ModelError(f"frontier {a} lacks {sorted(missing)}")
     dev = torch.device(device)
     set_fp32_mode(dev)
-    env = _run_ops(model, range(a, b), {k: frontier[k] for k in model.frontiers[a]}, dev, False)
-    return {name: env[name] for name in model.frontiers[b]}
+    start = {k: frontier[k] for k in model.frontiers[a]}
+    run = executor if executor is not None else default_executor
+    return _run_ops(model, range(a, b), start, dev, False, executor=run)
 
 
 def op_call_fp64(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
@@ -457,3 +458,29 @@ def test_every_rule_has_a_soundness_case_succeeds() -> None:
         "aten.adaptive_avg_pool2d.default",
     }
     assert used <= set(RULES)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_bounds_model_sized_shapes_sound_succeeds(seed: int) -> None:
+    """The shapes the reference models and MiniLM really use (hypothesis favours small ones)."""
+    g = gen(seed)
+    x = log_uniform((16, 1536), g, 8)
+    w = log_uniform((384, 1536), g, 4) * 0.02
+    b = log_uniform((384,), g, 2)
+    ys = [F.linear(x, w, b), *(y + b for y in matmul_orders(x, w.t().contiguous(), g)[2:5])]
+    assert_inside("aten.linear.default", (x, w, b), {}, ys)
+    q, k, v = (log_uniform((2, 12, 128, 32), g, 4) for _ in range(3))
+    keep = torch.arange(128)[None, :] < torch.tensor([128, 77])[:, None]
+    mask = torch.where(keep, 0.0, torch.finfo(torch.float32).min)[:, None, None, :]
+    ys = _attention_orders(q, k, v, mask.expand(2, 1, 128, 128).contiguous(), g)
+    assert_inside("aten.scaled_dot_product_attention.default", (q, k, v, mask), {}, ys)
+    h = log_uniform((8, 1024), g, 6) + 50.0
+    lw, lb = log_uniform((1024,), g, 2), log_uniform((1024,), g, 2)
+    ys = [F.layer_norm(h, [1024], lw, lb, 1e-12)]
+    ys += [(h - mu[:, None]) * r[:, None] * lw + lb for mu, r in _norm_variants(h, 1e-12, g)]
+    assert_inside("aten.layer_norm.default", (h, [1024], lw, lb, 1e-12), {}, ys)
+    c = log_uniform((2, 64, 9, 9), g, 6)
+    cw, cb = log_uniform((32, 64, 3, 3), g, 4), log_uniform((32,), g, 2)
+    args = (c, cw, cb, [1, 1], [1, 1])
+    ys = [F.conv2d(*args), F.conv2d(c.to(memory_format=torch.channels_last), *args[1:])]
+    assert_inside("aten.conv2d.default", args, {}, ys)
