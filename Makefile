@@ -27,7 +27,7 @@ node:
 	done
 
 demo: venv node
-	$(BIN)/taonode devnet
+	$(BIN)/taonode --role voter --config node.toml.example --log-format console
 
 lint: venv
 	$(BIN)/ruff check taonode tests bench
