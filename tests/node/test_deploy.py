@@ -44,3 +44,31 @@ def test_systemd_unit_sandboxing_and_stop_budget_succeeds() -> None:
     default_stage = NodeSection.__dataclass_fields__["shutdown_stage_timeout_s"].default
     assert isinstance(default_stage, float)
     assert float(service["TimeoutStopSec"]) > MAX_SHUTDOWN_STAGES * default_stage
+
+
+PROMTOOL = ROOT / ".tools" / "usr" / "bin" / "promtool"
+PROMETHEUS = ROOT / "deploy" / "prometheus"
+
+
+def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    assert PROMTOOL.exists(), "run `make tools` (make test does) to unpack promtool"
+    return subprocess.run(
+        [str(PROMTOOL), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd=PROMETHEUS,
+    )
+
+
+def test_prometheus_config_and_alert_rules_check_succeeds() -> None:
+    rules = _promtool("check", "rules", "alerts.yml")
+    assert rules.returncode == 0, rules.stdout + rules.stderr
+    config = _promtool("check", "config", "prometheus.yml")
+    assert config.returncode == 0, config.stdout + config.stderr
+
+
+def test_alert_rules_unit_tests_succeeds() -> None:
+    result = _promtool("test", "rules", "alerts.test.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
