@@ -306,9 +306,17 @@ def _parse_section(
 
 
 def parse_config(
-    data: Mapping[str, Any], source: Path, *, environ: Mapping[str, str] | None = None
+    data: Mapping[str, Any],
+    source: Path,
+    *,
+    environ: Mapping[str, str] | None = None,
+    check_files: bool = True,
 ) -> NodeConfig:
-    """Validate a parsed TOML document; raises :class:`ConfigError` listing every problem."""
+    """Validate a parsed TOML document; raises :class:`ConfigError` listing every problem.
+
+    ``check_files=False`` skips the checks that referenced files and variables exist (for
+    validating a config on a machine other than the one it is for).
+    """
     errors: list[str] = []
     base = source.parent.resolve()
     for key in data:
@@ -324,23 +332,26 @@ def parse_config(
             errors.append("node: missing section [node] (data_dir is required)")
             continue
         sections[name] = _parse_section(cls, table, name, base, errors)
-    _cross_checks(sections, errors, os.environ if environ is None else environ)
+    _cross_checks(sections, errors, os.environ if environ is None else environ, check_files)
     if errors:
         raise ConfigError([f"{source}: {e}" for e in errors])
     return NodeConfig(source=source, **sections)
 
 
-def _cross_checks(sections: dict[str, Any], errors: list[str], environ: Mapping[str, str]) -> None:
+def _cross_checks(
+    sections: dict[str, Any], errors: list[str], environ: Mapping[str, str], check_files: bool
+) -> None:
     chain: ChainSection | None = sections.get("chain")
     if chain is None:
         return
     if chain.password_file is not None and chain.password_env is not None:
         errors.append("chain.password_env: set password_file or password_env, not both")
-    if chain.keystore is not None:
-        if not chain.keystore.is_file():
-            errors.append(f"chain.keystore: file not found: {chain.keystore}")
-        if chain.password_file is None and chain.password_env is None:
-            errors.append("chain.keystore: needs chain.password_file or chain.password_env")
+    if chain.keystore is not None and chain.password_file is None and chain.password_env is None:
+        errors.append("chain.keystore: needs chain.password_file or chain.password_env")
+    if not check_files:
+        return
+    if chain.keystore is not None and not chain.keystore.is_file():
+        errors.append(f"chain.keystore: file not found: {chain.keystore}")
     if chain.password_file is not None and not chain.password_file.is_file():
         errors.append(f"chain.password_file: file not found: {chain.password_file}")
     if chain.password_env is not None and chain.password_env not in environ:
@@ -349,7 +360,9 @@ def _cross_checks(sections: dict[str, Any], errors: list[str], environ: Mapping[
         errors.append(f"chain.deployment: file not found: {chain.deployment}")
 
 
-def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> NodeConfig:
+def load_config(
+    path: str | Path, *, environ: Mapping[str, str] | None = None, check_files: bool = True
+) -> NodeConfig:
     """Read and validate a TOML config file."""
     source = Path(path)
     try:
@@ -364,7 +377,7 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
         raise ConfigError([f"{source}: not UTF-8 text"]) from None
     except tomli.TOMLDecodeError as exc:
         raise ConfigError([f"{source}: malformed TOML: {exc}"]) from None
-    return parse_config(data, source, environ=environ)
+    return parse_config(data, source, environ=environ, check_files=check_files)
 
 
 def documented_keys() -> dict[str, list[str]]:

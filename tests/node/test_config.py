@@ -134,3 +134,12 @@ def test_load_config_keystore_with_password_env_succeeds(tmp_path: Path) -> None
     config = load_config(path, environ={"PW": "s3cr3t-value"})
     assert config.chain.keystore == tmp_path / "k.json"
     assert "s3cr3t-value" not in str(config.redacted())
+
+
+def test_deploy_example_configs_are_valid_succeeds() -> None:
+    configs = sorted((ROOT / "deploy" / "configs").glob("*.toml"))
+    assert len(configs) >= 4
+    for path in configs:
+        config = load_config(path, environ={}, check_files=False)
+        assert config.node.roles, path
+        assert config.chain.keystore is not None, path
