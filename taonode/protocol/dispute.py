@@ -160,7 +160,12 @@ class DisputeView:
     round: int
     deadline: int
     cuts: tuple[int, ...] = ()
+    """Interior cuts of ``[a, b)`` posted by the prover this round (ends excluded)."""
     cut_digests: tuple[bytes, ...] = ()
+    ends_bound: bool = False
+    digest_a: bytes | None = None
+    """Frontier digest at ``a`` (the segment's inputs) once bound by the prover's first move."""
+    digest_b: bytes | None = None
     leaf_op: int | None = None
     input_frontier: bytes | None = None
     output_frontier: bytes | None = None
@@ -236,17 +241,31 @@ def apply(job: JobView | None, event: ChainEvent) -> JobView:
     if dispute is None:
         raise ProtocolError(f"{type(event).__name__} without a dispute")
     if isinstance(event, ProverMoved):
+        cuts, digests = event.cuts, event.digests
+        digest_a, digest_b = dispute.digest_a, dispute.digest_b
+        if not dispute.ends_bound:
+            # The first move also binds the frontier digests at 0 and N (posted first).
+            digest_a, digest_b = digests[0], digests[1]
+            cuts, digests = cuts[2:], digests[2:]
         dispute = dataclasses.replace(
             dispute,
             phase=Phase.CHALLENGER_MOVE,
             a=event.a,
             b=event.b,
             round=event.round,
-            cuts=event.cuts,
-            cut_digests=event.digests,
+            cuts=tuple(cuts),
+            cut_digests=tuple(digests),
+            ends_bound=True,
+            digest_a=digest_a,
+            digest_b=digest_b,
             deadline=event.deadline,
         )
     elif isinstance(event, ChallengerMoved):
+        digest_a, digest_b = dispute.digest_a, dispute.digest_b
+        if event.index > 0:
+            digest_a = dispute.cut_digests[event.index - 1]
+        if event.index < len(dispute.cut_digests):
+            digest_b = dispute.cut_digests[event.index]
         dispute = dataclasses.replace(
             dispute,
             phase=Phase.PROVER_MOVE,
@@ -255,6 +274,8 @@ def apply(job: JobView | None, event: ChainEvent) -> JobView:
             round=event.round + 1,
             cuts=(),
             cut_digests=(),
+            digest_a=digest_a,
+            digest_b=digest_b,
             deadline=event.deadline,
         )
     elif isinstance(event, LeafReached):
@@ -264,6 +285,8 @@ def apply(job: JobView | None, event: ChainEvent) -> JobView:
             a=event.op,
             b=event.op + 1,
             leaf_op=event.op,
+            digest_a=event.input_frontier,
+            digest_b=event.output_frontier,
             input_frontier=event.input_frontier,
             output_frontier=event.output_frontier,
             seed_block=event.seed_block,
@@ -294,5 +317,7 @@ def apply(job: JobView | None, event: ChainEvent) -> JobView:
 
 
 def expected_cuts(dispute: DisputeView, k: int) -> list[int]:
-    """The cuts the prover must post in the current round."""
-    return schedule_cuts(dispute.a, dispute.b, k)
+    """The cuts the prover posts this round, in the contract's order: the first move binds
+    the ends (cut ``a = 0`` and cut ``b = N``) before the interior cuts."""
+    interior = schedule_cuts(dispute.a, dispute.b, k) if dispute.b - dispute.a >= 2 else []
+    return ([dispute.a, dispute.b] if not dispute.ends_bound else []) + interior

@@ -41,6 +41,7 @@ from taonode.protocol.dispute import (
     ResultStatus,
     VoteCast,
     apply,
+    expected_cuts,
 )
 from taonode.protocol.schedule import cuts, subsegment
 from taonode.protocol.votes import Verdict
@@ -107,31 +108,30 @@ def _play_to_leaf(num_ops: int, choose: int) -> tuple[JobView, int]:
         (move,) = prover_decide(job, PROVER, head)
         assert isinstance(move, PostProverMove)
         assert (move.a, move.b, move.round) == (job.dispute.a, job.dispute.b, round_)
-        posted = tuple(cuts(move.a, move.b, K))
+        posted = tuple(expected_cuts(job.dispute, K))
+        interior = tuple(cuts(move.a, move.b, K))
+        assert posted[len(posted) - len(interior) :] == interior
+        assert (round_ == 0) == (posted[:2] == (0, num_ops))
+        digests = tuple(bytes([round_, i]) * 16 for i in range(len(posted)))
         head += 1
-        job = apply(
-            job,
-            ProverMoved(
-                JOB,
-                round_,
-                move.a,
-                move.b,
-                posted,
-                tuple(b"d" * 32 for _ in posted),
-                head + 5,
-                head,
-            ),
-        )
+        job = apply(job, ProverMoved(JOB, round_, move.a, move.b, posted, digests, head + 5, head))
+        assert job.dispute is not None
+        if round_ == 0:
+            assert (job.dispute.digest_a, job.dispute.digest_b) == digests[:2]
         (pick,) = challenger_decide(job, CHALLENGER, head, Assessment.DEVIATES)
         assert isinstance(pick, ChooseSubsegment)
-        assert pick.cuts == posted
-        index = min(choose, len(posted))
+        assert pick.cuts == interior
+        index = min(choose, len(interior))
+        bound = (job.dispute.digest_a, *job.dispute.cut_digests, job.dispute.digest_b)
         a, b = subsegment(move.a, move.b, K, index)
         head += 1
         if b - a == 1:
             job = apply(job, LeafReached(JOB, a, b"x" * 32, b"y" * 32, head + 1, head))
             return job, head
         job = apply(job, ChallengerMoved(JOB, round_, index, a, b, head + 5, head))
+        assert job.dispute is not None
+        # The chosen sub-segment's end digests are the ones bound around it.
+        assert (job.dispute.digest_a, job.dispute.digest_b) == (bound[index], bound[index + 1])
         round_ += 1
 
 
@@ -185,7 +185,7 @@ def test_timeouts_are_claimed_by_the_waiting_side_succeeds() -> None:
     ]
     # The prover no longer moves once its deadline passed.
     assert prover_decide(job, PROVER, 16) == []
-    job = apply(job, ProverMoved(JOB, 0, 0, 10, (2, 5, 7), (b"d" * 32,) * 3, 20, 12))
+    job = apply(job, ProverMoved(JOB, 0, 0, 10, (0, 10, 2, 5, 7), (b"d" * 32,) * 5, 20, 12))
     assert prover_decide(job, PROVER, 20) == []
     assert prover_decide(job, PROVER, 21) == [ClaimTimeout(JOB, Phase.CHALLENGER_MOVE, 0)]
     assert challenger_decide(job, CHALLENGER, 21, Assessment.DEVIATES) == []
