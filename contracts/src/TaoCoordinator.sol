@@ -553,6 +553,16 @@ contract TaoCoordinator {
         return _depth(numOps);
     }
 
+    /// @notice Checks a trace Merkle proof (DESIGN §2 encoding), exactly as the prover's move does.
+    function verifyProof(bytes32 root, uint256 index, bytes32 value, bytes32[] calldata proof)
+        external
+        pure
+        returns (bool)
+    {
+        if (proof.length < 256 && index >> proof.length != 0) return false;
+        return _verify(root, index, value, proof);
+    }
+
     /// @notice The committee `drawCommittee` would pick for `seed` (exposed for audits and tests).
     function previewCommittee(bytes32 seed, address prover, address challenger)
         external
@@ -625,14 +635,15 @@ contract TaoCoordinator {
         emit LeafReached(jobId, d.a, d.digestA, d.digestB, seedBlock);
     }
 
-    /// Stake-weighted sampling without replacement by rejection: at most
-    /// DRAW_ATTEMPTS_PER_SEAT * committeeSize samples; the parties and repeats are skipped, so the
-    /// committee may come out smaller than `committeeSize` when little stake is registered.
+    /// Stake-weighted sampling over all nodes but the two parties (their stake is skipped, not
+    /// rejected), without replacement by rejecting repeats: at most
+    /// DRAW_ATTEMPTS_PER_SEAT * committeeSize samples, so the committee may come out smaller than
+    /// `committeeSize` when few nodes (or a few very large stakes) are registered.
     function _select(bytes32 seed, address prover, address challenger) private view returns (address[] memory out) {
         uint256 m = committeeSize;
         out = new address[](m);
         uint256 count = 0;
-        if (stakes.totalStake() == 0) {
+        if (stakes.eligibleStake(prover, challenger) == 0) {
             assembly {
                 mstore(out, 0)
             }
@@ -640,8 +651,7 @@ contract TaoCoordinator {
         }
         uint256 attempts = m * DRAW_ATTEMPTS_PER_SEAT;
         for (uint256 t = 0; t < attempts && count < m; ++t) {
-            address node = stakes.sample(uint256(keccak256(abi.encode(seed, t))));
-            if (node == prover || node == challenger) continue;
+            address node = stakes.sampleExcluding(uint256(keccak256(abi.encode(seed, t))), prover, challenger);
             bool dup = false;
             for (uint256 j = 0; j < count; ++j) {
                 if (out[j] == node) {

@@ -688,6 +688,19 @@ class TaoCoordinator(ContractBinding):
         out = await self._call("treasury", [], block)
         return cast(ChecksumAddress, convert("address", out))
 
+    async def verify_proof(
+        self,
+        root: bytes,
+        index: int,
+        value: bytes,
+        proof: Sequence[bytes],
+        *,
+        block: BlockIdentifier = "latest",
+    ) -> bool:
+        """``verifyProof``"""
+        out = await self._call("verifyProof", [root, index, value, proof], block)
+        return cast(bool, convert("bool", out))
+
     def vote_tx(self, job_id: bytes, verdict: int) -> TxRequest:
         """``vote`` as a request for any sender."""
         return self._tx("vote", [job_id, verdict], 0)
