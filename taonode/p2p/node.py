@@ -568,6 +568,11 @@ class P2PNode:
                 await trio.sleep(1.0)
                 continue
             try:
+                # The swarm refuses, for 60 s, to dial a peer whose addresses all failed once;
+                # a bootstrap peer that restarts must be redialled on our schedule instead.
+                network = self._host.get_network()
+                if hasattr(network, "unblock_peer"):
+                    network.unblock_peer(info.peer_id)
                 self._host.get_peerstore().add_addrs(info.peer_id, info.addrs, 3600)
                 with trio.fail_after(10):
                     await self._host.connect(info)
