@@ -181,7 +181,7 @@ async def test_replace_stuck_tx_with_higher_fee_succeeds(
     from web3 import AsyncWeb3
     from web3.providers import AsyncHTTPProvider
 
-    from tests.chainio.conftest import deploy
+    from tests.chainio.conftest import close, deploy
 
     w3: AsyncWeb3[Any] = AsyncWeb3(AsyncHTTPProvider(anvil.url))
     contract, signer, key = await deploy(w3, artifact)
@@ -225,6 +225,7 @@ async def test_replace_stuck_tx_with_higher_fee_succeeds(
     assert replaced is not None
     assert replaced >= 2
     store.close()
+    await close(w3)
 
 
 def run_child(chain: Chain, db: Path, fault: str = "") -> subprocess.CompletedProcess[str]:
