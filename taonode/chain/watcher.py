@@ -182,6 +182,7 @@ class WatcherMetrics:
     retracted: Counter
     reorgs: Counter
     rpc_errors: Counter
+    subscriber_errors: Counter
 
 
 _METRICS: weakref.WeakKeyDictionary[CollectorRegistry, WatcherMetrics] = weakref.WeakKeyDictionary()
@@ -217,11 +218,21 @@ def watcher_metrics(registry: CollectorRegistry) -> WatcherMetrics:
             rpc_errors=Counter(
                 "taonode_watcher_rpc_errors", "Failed polls (RPC errors)", w, registry=registry
             ),
+            subscriber_errors=Counter(
+                "taonode_watcher_subscriber_errors",
+                "Batches a subscriber failed on (re-delivered)",
+                w,
+                registry=registry,
+            ),
         )
     return _METRICS[registry]
 
 
 Subscriber = Callable[[Delivery[Any]], Awaitable[None]]
+
+
+class SubscriberError(Exception):
+    """A subscriber raised: the batch is re-delivered after a backoff (at-least-once)."""
 
 
 class EventWatcher:
@@ -262,6 +273,7 @@ class EventWatcher:
         self._m_ready = m.ready.labels(name)
         self._m_reorgs = m.reorgs.labels(name)
         self._m_rpc = m.rpc_errors.labels(name)
+        self._m_sub_errors = m.subscriber_errors.labels(name)
         self._log = log.bind(watcher=name)
 
     def subscribe(self, callback: Subscriber) -> None:
@@ -287,6 +299,12 @@ class EventWatcher:
                 caught_up = await self.poll_once()
             except asyncio.CancelledError:
                 raise
+            except SubscriberError as exc:
+                # Not the RPC's fault: stay ready, retry the batch after a backoff.
+                failures += 1
+                self._m_sub_errors.inc()
+                self._log.error("watcher_subscriber_failed", error=repr(exc.__cause__))
+                delay = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (failures - 1))
             except Exception as exc:  # an RPC down or flapping: retry, never crash
                 failures += 1
                 self._m_rpc.inc()
@@ -359,7 +377,12 @@ class EventWatcher:
 
     async def _deliver(self, delivery: Delivery[Any]) -> None:
         for callback in self._subscribers:
-            await callback(delivery)
+            try:
+                await callback(delivery)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                raise SubscriberError(f"{callback!r} failed on {delivery!r}") from exc
 
     async def _handle_reorg(self, cursor: Cursor, head: int) -> None:
         self._m_reorgs.inc()

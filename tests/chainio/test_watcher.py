@@ -228,3 +228,38 @@ async def test_watcher_anvil_down_20s_resumes_without_loss_succeeds(
         await close(w3)
     finally:
         node.kill()
+
+
+async def test_watcher_subscriber_failure_redelivers_succeeds(
+    chain: Chain, artifact: Artifact, tmp_path: Path
+) -> None:
+    registry = CollectorRegistry()
+    store = StateStore(tmp_path / "state.db")
+    watcher, rec = make_watcher(
+        chain, artifact, store, confirmations=0, registry=registry, backoff_initial_s=0.01
+    )
+    failures = [1]
+
+    async def flaky(delivery: Delivery[Any]) -> None:
+        if failures[0]:
+            failures[0] -= 1
+            raise RuntimeError("role crashed on this event")
+
+    watcher.subscribe(flaky)
+    await bump(chain, 1)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(watcher.run(stop))
+    assert await until(lambda: failures[0] == 0 and len(rec.log) == 2, 5)
+    stop.set()
+    await runner
+    # Delivered to the recorder twice (at-least-once); the cursor moved only after success.
+    assert [(sign, e.id) for sign, e in rec.log] == [("+", 1), ("+", 1)]
+    assert watcher.ready
+    assert (
+        registry.get_sample_value("taonode_watcher_subscriber_errors_total", {"watcher": "tao"})
+        == 1
+    )
+    cursor = store.get_cursor("tao")
+    assert cursor is not None
+    assert cursor.block_number == await chain.w3.eth.block_number
+    store.close()
