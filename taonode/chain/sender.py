@@ -278,6 +278,7 @@ class TxSender:
         self._nonce_lock = asyncio.Lock()
         self._next_nonce: int | None = None
         self._pending: dict[str, TxRecord] = {}
+        self._sending: set[str] = set()  # journaled, first broadcast not returned yet
         self._changed = asyncio.Condition()
         self._log = log.bind(sender=self.address)
 
@@ -365,11 +366,16 @@ class TxSender:
             self._pending[key] = record
             self.metrics.pending.inc()
             self._log.info("tx_journaled", key=key, nonce=nonce, tx=tx_hash)
-            if self._fault:
-                self._fault("journaled")
-            # Broadcast under the lock too: nodes (eth-tester in particular) reject a nonce
-            # gap, so transactions must reach the node in nonce order.
-            record = await self._broadcast(record, raw, first=True)
+            # The poll loop leaves it alone until this first broadcast returns.
+            self._sending.add(key)
+            try:
+                if self._fault:
+                    self._fault("journaled")
+                # Broadcast under the lock too: nodes (eth-tester in particular) reject a
+                # nonce gap, so transactions must reach the node in nonce order.
+                record = await self._broadcast(record, raw, first=True)
+            finally:
+                self._sending.discard(key)
         return record
 
     def _sign(
@@ -464,6 +470,8 @@ class TxSender:
         head = int(await self.w3.eth.block_number)
         mined_nonce = int(await self.w3.eth.get_transaction_count(self.address, "latest"))
         for record in sorted(self._pending.values(), key=lambda r: r.nonce):
+            if record.key in self._sending:
+                continue
             await self._poll_record(record, head, mined_nonce)
         async with self._changed:
             self._changed.notify_all()
@@ -534,7 +542,8 @@ class TxSender:
             await self.store.run(self.store.journal_update, record.key, TxStatus.BROADCAST)
             record = _with(record, status=TxStatus.BROADCAST, block_number=None)
             self._pending[record.key] = record
-        if record.status is TxStatus.SIGNED:
+            await self._broadcast(record, latest.raw, first=False)
+        elif record.status is TxStatus.SIGNED:
             await self._broadcast(record, latest.raw, first=True)
         elif self._clock() - latest.created_at >= self.replace_after_s:
             await self._replace(record, latest)

@@ -76,6 +76,12 @@ async def deploy(
     return contract, signer, key
 
 
+async def close(w3: AsyncWeb3[Any]) -> None:
+    """Close an HTTP provider's aiohttp session (eth-tester has none)."""
+    if isinstance(w3.provider, AsyncHTTPProvider):
+        await w3.provider.disconnect()
+
+
 @pytest.fixture(params=BACKENDS)
 async def chain(
     request: pytest.FixtureRequest, artifact: Artifact, tmp_path: Path
@@ -92,6 +98,7 @@ async def chain(
         contract, signer, key = await deploy(w3, artifact)
         yield Chain(request.param, w3, node.url if node else None, contract, signer, key, node)
     finally:
+        await close(w3)
         if node is not None:
             node.kill()
 
@@ -115,6 +122,7 @@ async def rpc_chain(
         contract, signer, key = await deploy(w3, artifact)
         yield Chain(request.param, w3, url, contract, signer, key, node)
     finally:
+        await close(w3)
         if node is not None:
             node.kill()
         if bridge is not None:

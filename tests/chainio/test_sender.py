@@ -181,7 +181,7 @@ async def test_replace_stuck_tx_with_higher_fee_succeeds(
     from web3 import AsyncWeb3
     from web3.providers import AsyncHTTPProvider
 
-    from tests.chainio.conftest import deploy
+    from tests.chainio.conftest import close, deploy
 
     w3: AsyncWeb3[Any] = AsyncWeb3(AsyncHTTPProvider(anvil.url))
     contract, signer, key = await deploy(w3, artifact)
@@ -225,6 +225,7 @@ async def test_replace_stuck_tx_with_higher_fee_succeeds(
     assert replaced is not None
     assert replaced >= 2
     store.close()
+    await close(w3)
 
 
 def run_child(chain: Chain, db: Path, fault: str = "") -> subprocess.CompletedProcess[str]:
@@ -274,3 +275,31 @@ async def test_send_sigkill_then_restart_exactly_once_succeeds(
     assert result["tx_hash"] == journaled[0].tx_hash  # the journaled bytes, not a new tx
     assert await chain.w3.eth.get_transaction_count(chain.signer.address) == 1
     assert await chain.contract.functions.total().call() == 1
+
+
+async def test_poll_reorg_unmines_tx_rebroadcasts_once_succeeds(
+    chain: Chain, artifact: Artifact, tmp_path: Path
+) -> None:
+    store = StateStore(tmp_path / "state.db")
+    sender = make_sender(chain, store, artifact, confirmations=3)
+    await sender.start()
+    snap = (await chain.w3.provider.make_request("evm_snapshot", []))["result"]
+    first = await sender.send("bump:9", to=chain.contract.address, data=bump(chain, 9))
+    await sender.poll_once()
+    mined = store.journal_get("bump:9")
+    assert mined is not None
+    assert mined.status is TxStatus.MINED  # 1 deep, 3 needed
+    # A reorg takes its block away (the pool forgets it too).
+    await chain.w3.provider.make_request("evm_revert", [snap])
+    assert await chain.w3.eth.get_transaction_count(chain.signer.address) == 0
+    await sender.poll_once()  # notices, re-broadcasts the same signed bytes
+    for _ in range(3):
+        await chain.w3.provider.make_request("evm_mine", [])
+    await sender.poll_once()
+    final = store.journal_get("bump:9")
+    assert final is not None
+    assert final.status is TxStatus.CONFIRMED
+    assert final.tx_hash == first.tx_hash
+    assert await chain.w3.eth.get_transaction_count(chain.signer.address) == 1
+    assert await chain.contract.functions.total().call() == 1
+    store.close()
