@@ -140,6 +140,10 @@ class Trace:
     def root(self) -> bytes:
         return merkle_root(list(self.digests))
 
+    def cut_digests(self, a: int, b: int, k: int) -> list[bytes]:
+        """The interior cut digests of [a, b) (what the challenger echoes back)."""
+        return [self.digests[c] for c in schedule.cuts(a, b, k)]
+
     def move(self, cuts: Sequence[int]) -> tuple[list[bytes], list[bytes]]:
         """Digests and the flat proof list for a prover move over ``cuts``."""
         digests = [self.digests[c] for c in cuts]
@@ -179,7 +183,7 @@ async def play_to_leaf(env: Env, job: bytes, claimed: Trace, reference: Trace) -
         if d.phase != Phase.CHALLENGER_MOVE:
             break
         j = pick_subsegment(d.a, d.b, k, claimed, reference)
-        receipts.append(await co_c.challenger_move(job, j))
+        receipts.append(await co_c.challenger_move(job, j, claimed.cut_digests(d.a, d.b, k)))
         rounds += 1
         d = await co_p.dispute_of(job)
         if d.phase != Phase.PROVER_MOVE:
@@ -217,9 +221,13 @@ def key_of(env: Env, address: str) -> int:
 async def submit_all(
     env: Env, job: bytes, members: Sequence[str], verdict: Verdict, submitter: int = CLIENT
 ) -> TxReceipt:
-    """Every member signs ``verdict``; one aggregated submission."""
+    """Every member in ``members`` signs ``verdict``; one aggregated submission."""
+    committee = list(await env.c.coordinator.committee_of(job))
+    seats = [committee.index(m) for m in members]  # type: ignore[arg-type]
     sigs = [env.vote_sig(key_of(env, m), job, verdict) for m in members]
-    return await env.as_(submitter).coordinator.submit_votes(job, [int(verdict)] * len(sigs), sigs)
+    return await env.as_(submitter).coordinator.submit_votes(
+        job, seats, [int(verdict)] * len(sigs), sigs
+    )
 
 
 async def assert_solvent(env: Env) -> None:

@@ -35,7 +35,8 @@ def test_load_artifact_pinned_compiler_succeeds() -> None:
     for name in CONTRACT_NAMES:
         art = load_artifact(name)
         assert art.compiler_version.startswith("0.8.28+")
-        assert art.bytecode and art.deployed_bytecode
+        assert art.bytecode
+        assert art.deployed_bytecode
         assert len(art.deployed_bytecode) <= 24_576  # EIP-170
 
 
@@ -49,5 +50,5 @@ def test_compile_contracts_bad_source_reverts(tmp_path: Path) -> None:
     (broken / "src" / "Bad.sol").write_text("pragma solidity 0.8.28; contract Bad { function }")
     (broken / "build.js").write_text((build.CONTRACTS_DIR / "build.js").read_text())
     (broken / "node_modules").symlink_to(build.CONTRACTS_DIR / "node_modules")
-    with pytest.raises(build.BuildError, match="Bad.sol"):
+    with pytest.raises(build.BuildError, match=r"Bad\.sol"):
         build.compile_contracts(tmp_path / "out", contracts_dir=broken)

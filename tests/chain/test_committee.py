@@ -43,7 +43,8 @@ async def test_preview_committee_follows_stake_succeeds(env: Env) -> None:
         members = await co.preview_committee(h(f"seed{i}"), env.addr(PROVER), env.addr(CHALLENGER))
         assert len(members) == env.params.committeeSize
         assert len(set(members)) == len(members)
-        assert env.addr(PROVER) not in members and env.addr(CHALLENGER) not in members
+        assert env.addr(PROVER) not in members
+        assert env.addr(CHALLENGER) not in members
         first[members[0]] += 1
         seats.update(members)
     total = sum(stakes)

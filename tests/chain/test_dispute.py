@@ -138,7 +138,7 @@ async def test_timeout_prover_later_round_succeeds(env: Env) -> None:
     co_p, co_c = env.as_(PROVER).coordinator, env.as_(CHALLENGER).coordinator
     await co_c.challenge(JOB, value=env.params.challengerBond)
     await co_p.prover_move(JOB, *claimed.move(await co_p.expected_cuts(JOB)))
-    await co_c.challenger_move(JOB, 1)
+    await co_c.challenger_move(JOB, 1, claimed.cut_digests(0, 9, env.params.k))
     d = await co_p.dispute_of(JOB)
     assert (d.a, d.b, d.phase, d.round) == (3, 6, Phase.PROVER_MOVE, 1)
     await env.mine(env.params.moveTimeout + 1)
@@ -171,7 +171,7 @@ async def test_challenger_move_after_deadline_reverts(env: Env) -> None:
     await co_p.prover_move(JOB, *claimed.move(await co_p.expected_cuts(JOB)))
     await env.mine(env.params.moveTimeout + 1)
     with pytest.raises(ContractRevert, match="DeadlinePassed"):
-        await co_c.challenger_move(JOB, 0)
+        await co_c.challenger_move(JOB, 0, claimed.cut_digests(0, 9, env.params.k))
 
 
 async def test_prover_move_wrong_proof_reverts(env: Env) -> None:
@@ -211,13 +211,18 @@ async def test_challenger_move_bad_index_reverts(env: Env) -> None:
     claimed, _ = await setup_game(env, 9, 3)
     co_p, co_c = env.as_(PROVER).coordinator, env.as_(CHALLENGER).coordinator
     await co_c.challenge(JOB, value=env.params.challengerBond)
+    cut_digests = claimed.cut_digests(0, 9, env.params.k)
     with pytest.raises(ContractRevert, match="WrongPhase"):
-        await co_c.challenger_move(JOB, 0)
+        await co_c.challenger_move(JOB, 0, cut_digests)
     await co_p.prover_move(JOB, *claimed.move(await co_p.expected_cuts(JOB)))
     with pytest.raises(ContractRevert, match="BadIndex"):
-        await co_c.challenger_move(JOB, env.params.k)
+        await co_c.challenger_move(JOB, env.params.k, cut_digests)
     with pytest.raises(ContractRevert, match="NotParty"):
-        await co_p.challenger_move(JOB, 0)
+        await co_p.challenger_move(JOB, 0, cut_digests)
+    with pytest.raises(ContractRevert, match="WrongCutDigests"):
+        await co_c.challenger_move(JOB, 0, [h("x"), *cut_digests[1:]])
+    with pytest.raises(ContractRevert, match="WrongCutDigests"):
+        await co_c.challenger_move(JOB, 0, cut_digests[:-1])
 
 
 async def test_draw_committee_before_seed_reverts(env: Env) -> None:
@@ -271,11 +276,16 @@ async def test_submit_votes_forged_reverts(env: Env) -> None:
     stranger = Account.create().key
     sig = sign_vote(stranger, env.domain, JOB, Verdict.WITHIN_TOLERANCE)
     with pytest.raises(ContractRevert, match="NotMember"):
-        await env.c.coordinator.submit_votes(JOB, [3], [sig])
+        await env.c.coordinator.submit_votes(JOB, [0], [3], [sig])
     # a member's signature over another verdict recovers someone else
     sig = env.vote_sig(key_of(env, members[0]), JOB, Verdict.WITHIN_TOLERANCE)
     with pytest.raises(ContractRevert, match="NotMember"):
-        await env.c.coordinator.submit_votes(JOB, [int(Verdict.THEORETICAL_VIOLATION)], [sig])
+        await env.c.coordinator.submit_votes(JOB, [0], [int(Verdict.THEORETICAL_VIOLATION)], [sig])
+    # a member's signature presented for another seat
+    with pytest.raises(ContractRevert, match="NotMember"):
+        await env.c.coordinator.submit_votes(JOB, [1], [3], [sig])
+    with pytest.raises(ContractRevert, match="BadSeat"):
+        await env.c.coordinator.submit_votes(JOB, [7], [3], [sig])
 
 
 async def test_submit_votes_replayed_reverts(env: Env) -> None:
@@ -283,18 +293,18 @@ async def test_submit_votes_replayed_reverts(env: Env) -> None:
     who = key_of(env, members[0])
     other_dispute = env.vote_sig(who, h("another job"), Verdict.WITHIN_TOLERANCE)
     with pytest.raises(ContractRevert, match="NotMember"):
-        await env.c.coordinator.submit_votes(JOB, [3], [other_dispute])
+        await env.c.coordinator.submit_votes(JOB, [0], [3], [other_dispute])
     sig = env.vote_sig(who, JOB, Verdict.WITHIN_TOLERANCE)
-    await env.c.coordinator.submit_votes(JOB, [3], [sig])
+    await env.c.coordinator.submit_votes(JOB, [0], [3], [sig])
     with pytest.raises(ContractRevert, match="AlreadyVoted"):
-        await env.c.coordinator.submit_votes(JOB, [3], [sig])
+        await env.c.coordinator.submit_votes(JOB, [0], [3], [sig])
 
 
 async def test_submit_votes_duplicate_reverts(env: Env) -> None:
     members = await voting(env)
     sig = env.vote_sig(key_of(env, members[0]), JOB, Verdict.EMPIRICAL_VIOLATION)
     with pytest.raises(ContractRevert, match="AlreadyVoted"):
-        await env.c.coordinator.submit_votes(JOB, [2, 2], [sig, sig])
+        await env.c.coordinator.submit_votes(JOB, [0, 0], [2, 2], [sig, sig])
     assert (await env.c.coordinator.tally_of(JOB)).votes_cast == 0
 
 
@@ -308,17 +318,18 @@ async def test_submit_votes_wrong_domain_reverts(env: Env) -> None:
     ):
         sig = sign_vote(key, domain, JOB, Verdict.WITHIN_TOLERANCE)
         with pytest.raises(ContractRevert, match="NotMember"):
-            await env.c.coordinator.submit_votes(JOB, [3], [sig])
+            await env.c.coordinator.submit_votes(JOB, [0], [3], [sig])
 
 
 async def test_submit_votes_non_member_reverts(env: Env) -> None:
     members = await voting(env)
     outsider = non_member(env, members)  # registered and staked, but not drawn
     sig = env.vote_sig(outsider, JOB, Verdict.WITHIN_TOLERANCE)
-    with pytest.raises(ContractRevert, match="NotMember"):
-        await env.c.coordinator.submit_votes(JOB, [3], [sig])
-    with pytest.raises(ContractRevert, match="NotMember"):
-        await env.as_(outsider).coordinator.vote(JOB, 3)
+    for seat in range(len(members)):
+        with pytest.raises(ContractRevert, match="NotMember"):
+            await env.c.coordinator.submit_votes(JOB, [seat], [3], [sig])
+        with pytest.raises(ContractRevert, match="NotMember"):
+            await env.as_(outsider).coordinator.vote(JOB, seat, 3)
 
 
 async def test_submit_votes_malleable_signature_reverts(env: Env) -> None:
@@ -328,7 +339,7 @@ async def test_submit_votes_malleable_signature_reverts(env: Env) -> None:
     s = int.from_bytes(sig[32:64], "big")
     flipped = sig[:32] + (n - s).to_bytes(32, "big") + bytes([55 - sig[64]])
     with pytest.raises(ContractRevert, match="BadSignature"):
-        await env.c.coordinator.submit_votes(JOB, [3], [flipped])
+        await env.c.coordinator.submit_votes(JOB, [0], [3], [flipped])
 
 
 async def test_vote_bad_verdict_reverts(env: Env) -> None:
@@ -336,31 +347,31 @@ async def test_vote_bad_verdict_reverts(env: Env) -> None:
     member = env.as_(key_of(env, members[0])).coordinator
     for verdict in (0, 5):
         with pytest.raises(ContractRevert, match="BadVerdict"):
-            await member.vote(JOB, verdict)
+            await member.vote(JOB, 0, verdict)
 
 
 async def test_vote_direct_succeeds(env: Env) -> None:
     members = await voting(env)
     who = key_of(env, members[0])
-    await env.as_(who).coordinator.vote(JOB, int(Verdict.DATA_UNAVAILABLE))
+    await env.as_(who).coordinator.vote(JOB, 0, int(Verdict.DATA_UNAVAILABLE))
     assert await env.c.coordinator.ballot_of(JOB, members[0]) == Verdict.DATA_UNAVAILABLE
     assert await env.c.coordinator.ballot_of(JOB, members[1]) == NOT_VOTED
     t = await env.c.coordinator.tally_of(JOB)
     assert (t.size, t.votes_cast, t.slash_votes, t.tolerant_votes) == (3, 1, 1, 0)
     with pytest.raises(ContractRevert, match="AlreadyVoted"):
-        await env.as_(who).coordinator.vote(JOB, int(Verdict.DATA_UNAVAILABLE))
+        await env.as_(who).coordinator.vote(JOB, 0, int(Verdict.DATA_UNAVAILABLE))
 
 
 async def test_vote_after_deadline_reverts(env: Env) -> None:
     members = await voting(env)
     await env.mine(env.params.voteWindow + 1)
     with pytest.raises(ContractRevert, match="DeadlinePassed"):
-        await env.as_(key_of(env, members[0])).coordinator.vote(JOB, 3)
+        await env.as_(key_of(env, members[0])).coordinator.vote(JOB, 0, 3)
 
 
 async def test_resolve_while_voting_reverts(env: Env) -> None:
     members = await voting(env)
-    await env.as_(key_of(env, members[0])).coordinator.vote(JOB, 3)
+    await env.as_(key_of(env, members[0])).coordinator.vote(JOB, 0, 3)
     with pytest.raises(ContractRevert, match="VotingOpen"):
         await env.c.coordinator.resolve(JOB)
 
