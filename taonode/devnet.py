@@ -98,10 +98,12 @@ class Scenario:
         return d is not None and d.outcome is Outcome.CHALLENGER_WON
 
 
+# Deadlines are in blocks. The devnet mines a block every 0.25 s and every transaction mines
+# one more, so a window of 40 blocks lasts between ~4 s (busy) and 10 s (idle).
 DEVNET_PARAMS = DeployParams(
-    challengeWindow=12,
-    moveTimeout=8,
-    voteWindow=10,
+    challengeWindow=40,
+    moveTimeout=40,
+    voteWindow=40,
     proverBond=ETHER,
     challengerBond=ETHER,
     k=4,
@@ -277,16 +279,14 @@ class Devnet:
             f"(libp2p on 127.0.0.1, one state store each)"
         )
         try:
-            result = await supervise(
-                components, self._stop, start_timeout_s=60, stop_timeout_s=10
-            )
+            result = await supervise(components, self._stop, start_timeout_s=60, stop_timeout_s=10)
         except StartupError as exc:
             self.say(f"devnet failed to start: {exc}")
             return 1
         if result.crashed is not None:
             self.say(f"devnet failed: {result.crashed}: {result.error!r}")
             return 1
-        self._collect_gas()
+        await self._collect_gas()
         self._table(time.monotonic() - started)
         ok = all(s.passed for s in self.scenarios)
         self.say("devnet: PASS" if ok else "devnet: FAIL")
@@ -356,9 +356,9 @@ class Devnet:
                 raise RuntimeError(f"infer failed: {resp.status} {payload}")
         return bytes.fromhex(str(payload["job_id"])[2:])
 
-    def _collect_gas(self) -> None:
-        chain_id = self.deployment.chain_id if self.deployment else 0
+    async def _collect_gas(self) -> None:
         for node in self.nodes:
+            chain_id = int(await node.contracts.coordinator.w3.eth.chain_id)
             with contextlib.suppress(Exception):
                 for record in node.store.journal_for_sender(node.address, chain_id):
                     for scenario in self.scenarios:

@@ -289,7 +289,7 @@ async def build_role_node(
                 ),
             )
         )
-    driver = ProtocolDriver(feed, policies, handlers, metrics)
+    driver = ProtocolDriver(feed, policies, handlers, metrics, move_timeout=params.move_timeout)
     driver_ref.append(driver)
     views.driver = driver
 

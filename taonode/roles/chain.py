@@ -17,8 +17,12 @@ _OUTCOMES = {1: pd.Outcome.PROVER_WON, 2: pd.Outcome.CHALLENGER_WON, 3: pd.Outco
 _REASONS = {0: "none", 1: "vote", 2: "prover_timeout", 3: "challenger_timeout"}
 
 
-def to_protocol(event: Event) -> pd.ChainEvent | None:
-    """The protocol core's view of a coordinator event (None for events it does not track)."""
+def to_protocol(event: Event, move_timeout: int) -> pd.ChainEvent | None:
+    """The protocol core's view of a coordinator event (None for events it does not track).
+
+    ``ProverMoved``/``ChallengerMoved`` carry the deadline of the move just made; the next
+    move's deadline is what the contract sets right after: ``block.number + moveTimeout``.
+    """
     block = event.block_number
     if isinstance(event, co.ResultCommitted):
         return pd.ResultCommitted(
@@ -45,12 +49,12 @@ def to_protocol(event: Event) -> pd.ChainEvent | None:
             event.b,
             tuple(event.cuts),
             tuple(event.digests),
-            event.deadline,
+            block + move_timeout,
             block,
         )
     if isinstance(event, co.ChallengerMoved):
         return pd.ChallengerMoved(
-            event.job_id, event.round, event.index, event.a, event.b, event.deadline, block
+            event.job_id, event.round, event.index, event.a, event.b, block + move_timeout, block
         )
     if isinstance(event, co.LeafReached):
         return pd.LeafReached(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 import torch
@@ -116,12 +116,12 @@ class ChallengerService:
         return served.judge.end_to_end_excess(claimed, own)
 
     async def _fetch(
-        self, frontier_digest: bytes, peers: object, names: tuple[str, ...]
+        self, frontier_digest: bytes, peers: Sequence[str], names: Sequence[str]
     ) -> dict[str, torch.Tensor]:
         last: Exception | None = None
         for attempt in range(self.fetch_attempts):
             try:
-                return await self.ctx.data.frontier(frontier_digest, list(peers), names)  # type: ignore[call-overload]
+                return await self.ctx.data.frontier(frontier_digest, peers, names)
             except (DataUnavailable, KeyError) as exc:
                 last = exc
                 await asyncio.sleep(0.2 * (attempt + 1))
@@ -149,13 +149,17 @@ class ChallengerService:
         peers = list(self.ctx.peers.peers_of(view.prover))
         model = served.model
         started = time.perf_counter()
+        # Every bound frontier is fetched once, all at the same time (each serves as the end of
+        # one sub-segment and the start of the next).
+        fetched = await asyncio.gather(
+            *(self._fetch(digests[j], peers, model.frontiers[c]) for j, c in enumerate(bounds)),
+            return_exceptions=True,
+        )
         excesses: list[float] = []
         for j in range(len(bounds) - 1):
             lo, hi = bounds[j], bounds[j + 1]
-            try:
-                start = await self._fetch(digests[j], peers, model.frontiers[lo])
-                claimed = await self._fetch(digests[j + 1], peers, model.frontiers[hi])
-            except DataUnavailable:
+            start, claimed = fetched[j], fetched[j + 1]
+            if isinstance(start, BaseException) or isinstance(claimed, BaseException):
                 # Missing data is the prover's fault: follow it down to a leaf the committee
                 # will find unavailable.
                 excesses.append(float("inf"))
@@ -176,7 +180,9 @@ class ChallengerService:
             segment=(bounds[index], bounds[index + 1]),
             excess=excesses[index],
         )
-        tx = self.ctx.contracts.coordinator.challenger_move_tx(action.job_id, index)
+        tx = self.ctx.contracts.coordinator.challenger_move_tx(
+            action.job_id, index, list(action.cut_digests)
+        )
         await self.ctx.sender.submit(action.key, tx)
 
     def _segment_excess(

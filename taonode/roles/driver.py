@@ -60,10 +60,10 @@ def _identity(event: Event) -> tuple[int, int, bytes]:
     return (event.block_number, event.log_index, event.tx_hash)
 
 
-def fold(events: Sequence[Event]) -> dict[bytes, JobView]:
+def fold(events: Sequence[Event], move_timeout: int) -> dict[bytes, JobView]:
     views: dict[bytes, JobView] = {}
     for raw in events:
-        event = to_protocol(raw)
+        event = to_protocol(raw, move_timeout)
         if event is None:
             continue
         try:
@@ -83,6 +83,7 @@ class ProtocolDriver:
         handlers: dict[type[Any], Handler],
         metrics: RoleMetrics,
         *,
+        move_timeout: int,
         max_concurrent: int = 16,
         on_view: Callable[[JobView, ChainEvent], None] | None = None,
     ) -> None:
@@ -90,6 +91,7 @@ class ProtocolDriver:
         self.policies = list(policies)
         self.handlers = handlers
         self.metrics = metrics
+        self.move_timeout = move_timeout
         self.state = DriverState()
         self.on_view = on_view
         self._inflight: dict[str, asyncio.Task[None]] = {}
@@ -104,7 +106,7 @@ class ProtocolDriver:
 
     async def start(self) -> None:
         self.state.raw = list(await self.feed.history())
-        self.state.views = fold(self.state.raw)
+        self.state.views = fold(self.state.raw, self.move_timeout)
         open_jobs = [v for v in self.state.views.values() if not _closed(v)]
         log.info("protocol state rebuilt", events=len(self.state.raw), open_jobs=len(open_jobs))
 
@@ -131,11 +133,11 @@ class ProtocolDriver:
         if batch.retracted:
             gone = {_identity(e) for e in batch.retracted}
             self.state.raw = [e for e in self.state.raw if _identity(e) not in gone]
-            self.state.views = fold(self.state.raw)
+            self.state.views = fold(self.state.raw, self.move_timeout)
             log.warning("events retracted by a reorg", count=len(batch.retracted))
         for raw in batch.events:
             self.state.raw.append(raw)
-            event = to_protocol(raw)
+            event = to_protocol(raw, self.move_timeout)
             if event is None:
                 continue
             try:

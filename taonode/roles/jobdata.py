@@ -142,11 +142,13 @@ class JobData:
     async def tensors(
         self, manifest: FrontierManifest, names: Iterable[str], peers: Sequence[str]
     ) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
-        for name in names:
-            digest = manifest.tensor_digest(name)
-            out[name] = decode_tensor(await self.blob(digest, peers), digest)
-        return out
+        wanted = list(names)
+        digests = [manifest.tensor_digest(name) for name in wanted]
+        payloads = await asyncio.gather(*(self.blob(d, peers) for d in digests))
+        return {
+            name: decode_tensor(payload, digest)
+            for name, digest, payload in zip(wanted, digests, payloads, strict=True)
+        }
 
     async def frontier(
         self, frontier_digest: bytes, peers: Sequence[str], names: Iterable[str] | None = None

@@ -162,19 +162,36 @@ class VoterService:
         if entry is None:
             raise Settled("no votes collected here")
         view = self.ctx.views.view(action.job_id)
-        already = {v.lower() for v, _ in view.dispute.votes} if view and view.dispute else set()
-        votes = [v for v in entry[1].votes.values() if v.voter.lower() not in already]
-        votes.sort(key=lambda v: v.voter.lower())
+        if view is None or view.dispute is None:
+            raise Settled("no dispute in view")
+        already = {v.lower() for v, _ in view.dispute.votes}
+        seats = {m.lower(): i for i, m in enumerate(view.dispute.committee)}
+        votes = [
+            v
+            for v in entry[1].votes.values()
+            if v.voter.lower() not in already and v.voter.lower() in seats
+        ]
+        votes.sort(key=lambda v: seats[v.voter.lower()])
         if not votes:
             raise Settled("every collected vote is on chain")
         tx: TxRequest = self.ctx.contracts.coordinator.submit_votes_tx(
-            action.job_id, [int(v.verdict) for v in votes], [v.signature for v in votes]
+            action.job_id,
+            [seats[v.voter.lower()] for v in votes],
+            [int(v.verdict) for v in votes],
+            [v.signature for v in votes],
         )
         await self.ctx.sender.submit(action.key, tx)
         log.info("votes submitted", job=action.job_id.hex(), count=len(votes))
 
     async def direct(self, action: DirectVote) -> None:
-        tx = self.ctx.contracts.coordinator.vote_tx(action.job_id, int(action.verdict))
+        view = self.ctx.views.view(action.job_id)
+        if view is None or view.dispute is None:
+            raise Settled("no dispute in view")
+        seats = [m.lower() for m in view.dispute.committee]
+        if self.ctx.me.lower() not in seats:
+            raise Settled("not a member")
+        seat = seats.index(self.ctx.me.lower())
+        tx = self.ctx.contracts.coordinator.vote_tx(action.job_id, seat, int(action.verdict))
         await self.ctx.sender.submit(action.key, tx)
         log.info("voted directly", job=action.job_id.hex(), verdict=action.verdict.name)
 
