@@ -286,7 +286,6 @@ class Devnet:
         if result.crashed is not None:
             self.say(f"devnet failed: {result.crashed}: {result.error!r}")
             return 1
-        await self._collect_gas()
         self._table(time.monotonic() - started)
         ok = all(s.passed for s in self.scenarios)
         self.say("devnet: PASS" if ok else "devnet: FAIL")
@@ -326,11 +325,13 @@ class Devnet:
                 if scenario.done:
                     scenario.ended = time.monotonic()
             if all(s.done or s.job_id is None for s in self.scenarios):
-                return
+                break
             await asyncio.sleep(0.2)
         for scenario in self.scenarios:
             if not scenario.done:
                 scenario.error = scenario.error or "timed out"
+        # Read the journals while the stores are still open (the nodes stop after this).
+        await self._collect_gas()
 
     async def _wait_registered(self) -> None:
         voters = [n for n in self.nodes if n.voter is not None]
@@ -360,7 +361,10 @@ class Devnet:
         for node in self.nodes:
             chain_id = int(await node.contracts.coordinator.w3.eth.chain_id)
             with contextlib.suppress(Exception):
-                for record in node.store.journal_for_sender(node.address, chain_id):
+                records = await node.store.run(
+                    node.store.journal_for_sender, node.address, chain_id
+                )
+                for record in records:
                     for scenario in self.scenarios:
                         if scenario.job_id and scenario.job_id.hex() in record.key:
                             self.gas_by_job[scenario.job_id] = self.gas_by_job.get(
