@@ -82,7 +82,9 @@ def test_check_accepts_honest_trace_succeeds(
         ["check", "--model", str(workdir / "m.pt2"), "--trace", str(workdir / "tr"), "--json"]
     )
     report = json.loads(capsys.readouterr().out)
-    assert rc == EXIT_OK and report["accepted"] and report["first_violation"] is None
+    assert rc == EXIT_OK
+    assert report["accepted"]
+    assert report["first_violation"] is None
 
 
 def test_check_rejects_tampered_trace_reverts(
@@ -106,7 +108,8 @@ def test_check_rejects_tampered_trace_reverts(
     assert report["first_violation"]["verdict"] == "THEORETICAL_VIOLATION"
     assert report["first_violation"]["r_max"] > 1
     rc = main(["check", "--model", str(workdir / "m.pt2"), "--trace", str(tmp_path / "bad")])
-    assert rc == EXIT_REJECTED and "op 3" in capsys.readouterr().out
+    assert rc == EXIT_REJECTED
+    assert "op 3" in capsys.readouterr().out
 
 
 def test_check_corrupt_trace_file_reverts(workdir: Path, tmp_path: Path) -> None:
