@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from bench import adversary
 from taonode.protocol.votes import Verdict
 from taonode.runtime import graph
 from taonode.runtime.check import OpCheck
@@ -130,6 +131,7 @@ def study_model(
             "flagged_ops": first_ops,
             "region": sorted(set(regions)),
         }
+    adversary = _adversary(name, model, profile, tests) if name in ("cnn", "minilm") else None
     return {
         "model": name,
         "model_id": "0x" + model.model_id.hex(),
@@ -143,7 +145,41 @@ def study_model(
         "honest": honest,
         "downgrades": caught,
         "tightness": tightness(profile),
+        "adversary": adversary,
     }
+
+
+def _adversary(
+    name: str, model: graph.Model, profile: Profile, tests: Sequence[dict[str, torch.Tensor]]
+) -> dict[str, Any]:
+    """Bound-aware adversary (bench/adversary.py) in the theoretical and empirical regions."""
+    out: dict[str, Any] = {}
+    for region, prof in (("theoretical", None), ("empirical", profile)):
+        samples = successes = accepted = 0
+        metric: list[float] = []
+        for x in tests:
+            honest = run_traced(model, x).outputs(model)[0]
+            goal: adversary.Goal
+            success: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+            if name == "cnn":
+                goal, success = adversary.classifier_goal, adversary.classifier_success
+            else:
+                goal, success = adversary.embedding_goal_for(honest), adversary.embedding_success
+            res = adversary.attack(model, x, goal, success, prof)
+            samples += res.samples
+            successes += res.successes
+            accepted += res.accepted
+            metric.extend(res.metric)
+        out[region] = {
+            "goal": "flip argmax" if name == "cnn" else f"cosine shift >= {adversary.COSINE_GOAL}",
+            "traces_accepted": accepted,
+            "traces": len(tests),
+            "samples": samples,
+            "successes": successes,
+            "success_rate": successes / max(samples, 1),
+            "max_effect": max(metric) if metric else 0.0,
+        }
+    return out
 
 
 def _print(results: list[dict[str, Any]]) -> None:
@@ -171,6 +207,13 @@ def _print(results: list[dict[str, Any]]) -> None:
                     )
                 )
         print(f"  {d:16}" + "".join(cells))
+    print("bound-aware adversary (success rate; max effect: flipped fraction or cosine shift)")
+    for r in results:
+        for region, a in (r.get("adversary") or {}).items():
+            print(
+                f"  {r['model']:12} {region:12} {a['successes']}/{a['samples']} "
+                f"accepted {a['traces_accepted']}/{a['traces']} max effect {a['max_effect']:.3g}"
+            )
     print("tightness: theoretical bound / empirical threshold (median, worst) per op type")
     for r in results:
         for t, s in r["tightness"].items():

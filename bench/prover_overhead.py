@@ -8,9 +8,11 @@ For each model it times, interleaved, ``--runs`` repetitions of
 * ``commit`` — :func:`taonode.runtime.commit.commit` on that trace (BLAKE3 of every op output,
   frontier digests, trace root): the prover runs it after answering the client.
 
-Reported: medians, latency overhead ``traced/plain - 1`` and total work overhead
-``(traced + commit)/plain - 1``. Run: ``python -m bench.prover_overhead`` (add ``--quick`` for a
-smoke run). Writes ``bench/results/prover_overhead.json``.
+Reported: medians of wall-clock time, latency overhead ``traced/plain - 1`` and total work
+overhead ``(traced + commit)/plain - 1``; the same ratios in process CPU time (all threads),
+which is less sensitive to other load on a shared host.
+Run: ``python -m bench.prover_overhead`` (``--quick``: smoke run). Writes
+``bench/results/prover_overhead.json``.
 """
 
 from __future__ import annotations
@@ -48,10 +50,11 @@ def _large(batch: int, seq: int) -> tuple[torch.nn.Module, tuple[torch.Tensor, .
     return model, example_inputs(batch, seq, cfg.vocab_size)
 
 
-def _time(fn: Callable[[], Any]) -> tuple[float, Any]:
-    t = time.perf_counter()
+def _time(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """Wall-clock and process CPU seconds (all threads) of ``fn()``."""
+    t, c = time.perf_counter(), time.process_time()
     out = fn()
-    return time.perf_counter() - t, out
+    return time.perf_counter() - t, time.process_time() - c, out
 
 
 def bench_model(
@@ -65,9 +68,8 @@ def bench_model(
     model = graph.export(module, example, workdir / f"{name}.pt2")
     inputs = dict(zip(model.input_names, example, strict=True))
     plain_module = model.program.module()
-    plain_t: list[float] = []
-    traced_t: list[float] = []
-    commit_t: list[float] = []
+    wall: dict[str, list[float]] = {"plain": [], "traced": [], "commit": []}
+    cpu: dict[str, list[float]] = {"plain": [], "traced": [], "commit": []}
     trace_bytes = 0
     with torch.no_grad():
         plain_module(*example)  # warm-up both paths
@@ -76,18 +78,22 @@ def bench_model(
             order = ("plain", "traced") if i % 2 == 0 else ("traced", "plain")
             for which in order:
                 if which == "plain":
-                    dt, _ = _time(lambda: plain_module(*example))
-                    plain_t.append(dt)
-                else:
-                    dt, trace = _time(lambda: run_traced(model, inputs))
-                    traced_t.append(dt)
-                    t0 = time.perf_counter()
-                    commit(model, trace, threads=hash_threads)
-                    dc = time.perf_counter() - t0
-                    commit_t.append(dc)
-                    trace_bytes = sum(t.nbytes for t in trace.values.values())
-                    del trace
-    plain, traced, hashing = (statistics.median(x) for x in (plain_t, traced_t, commit_t))
+                    dt, dc, _ = _time(lambda: plain_module(*example))
+                    wall["plain"].append(dt)
+                    cpu["plain"].append(dc)
+                    continue
+                dt, dc, trace = _time(lambda: run_traced(model, inputs))
+                wall["traced"].append(dt)
+                cpu["traced"].append(dc)
+                t0, c0 = time.perf_counter(), time.process_time()
+                commit(model, trace, threads=hash_threads)
+                wall["commit"].append(time.perf_counter() - t0)
+                cpu["commit"].append(time.process_time() - c0)
+                trace_bytes = sum(t.nbytes for t in trace.values.values())
+                del trace
+    med = {k: statistics.median(v) for k, v in wall.items()}
+    cmed = {k: statistics.median(v) for k, v in cpu.items()}
+    plain, traced, hashing = med["plain"], med["traced"], med["commit"]
     return {
         "model": name,
         "ops": model.num_ops,
@@ -100,8 +106,14 @@ def bench_model(
         "commit_s": hashing,
         "latency_overhead": traced / plain - 1,
         "work_overhead": (traced + hashing) / plain - 1,
+        "cpu_plain_s": cmed["plain"],
+        "cpu_traced_s": cmed["traced"],
+        "cpu_commit_s": cmed["commit"],
+        "cpu_latency_overhead": cmed["traced"] / cmed["plain"] - 1,
+        "cpu_work_overhead": (cmed["traced"] + cmed["commit"]) / cmed["plain"] - 1,
         "hash_gb_per_s": trace_bytes / hashing / 1e9,
-        "samples": {"plain": plain_t, "traced": traced_t, "commit": commit_t},
+        "wall_samples": wall,
+        "cpu_samples": cpu,
     }
 
 
@@ -111,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--hash-threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="small shapes, 3 runs (smoke test)")
+    parser.add_argument("--only", choices=("minilm", "large"), help="run one of the two models")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -121,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         (f"minilm-b{b}-s{s}", lambda: minilm(b, s)),
         (f"bert-h1024-l2-b{lb}-s{ls}", lambda: _large(lb, ls)),
     ]
+    if args.only:
+        models = [m for m in models if m[0].startswith("minilm") == (args.only == "minilm")]
     import tempfile
 
     results = []
@@ -129,14 +144,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.append(bench_model(name, factory, runs, args.hash_threads, Path(tmp)))
     header = (
         f"{'model':28} {'ops':>4} {'trace MB':>9} {'plain s':>8} {'traced s':>9} "
-        f"{'commit s':>9} {'latency':>8} {'work':>7} {'hash GB/s':>9}"
+        f"{'commit s':>9} {'latency':>8} {'work':>7} {'cpu lat':>8} {'cpu work':>8} "
+        f"{'hash GB/s':>9}"
     )
     print(header)
     for r in results:
         print(
             f"{r['model']:28} {r['ops']:4d} {r['trace_mb']:9.1f} {r['plain_s']:8.3f} "
             f"{r['traced_s']:9.3f} {r['commit_s']:9.3f} {r['latency_overhead']:+8.1%} "
-            f"{r['work_overhead']:+7.1%} {r['hash_gb_per_s']:9.2f}"
+            f"{r['work_overhead']:+7.1%} {r['cpu_latency_overhead']:+8.1%} "
+            f"{r['cpu_work_overhead']:+8.1%} {r['hash_gb_per_s']:9.2f}"
         )
     doc = {
         "benchmark": "prover_overhead",

@@ -121,10 +121,12 @@ def run_traced(
     inputs: Mapping[str, torch.Tensor],
     device: str | torch.device = "cpu",
     executor: OpExecutor | None = None,
+    enable_grad: bool = False,
 ) -> Trace:
     """Run the whole model keeping every op output (no hashing on this path).
 
     ``executor`` replaces the kernel call of every op node (not of fused metadata nodes).
+    ``enable_grad`` keeps autograd on (the bound-aware adversary differentiates through ops).
     """
     dev = torch.device(device)
     set_fp32_mode(dev)
@@ -135,7 +137,7 @@ def run_traced(
     owned = {o for op in model.ops for o in op.outputs}
     op_nodes = {op.name for op in model.ops}
     run_op = executor if executor is not None else default_executor
-    with torch.no_grad():
+    with torch.set_grad_enabled(enable_grad):
         for node in model.program.graph.nodes:
             if node.op != "call_function" or node.target in SKIPPED_OPS:
                 continue
