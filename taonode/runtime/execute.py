@@ -121,10 +121,12 @@ def run_traced(
     inputs: Mapping[str, torch.Tensor],
     device: str | torch.device = "cpu",
     executor: OpExecutor | None = None,
+    enable_grad: bool = False,
 ) -> Trace:
     """Run the whole model keeping every op output (no hashing on this path).
 
     ``executor`` replaces the kernel call of every op node (not of fused metadata nodes).
+    ``enable_grad`` keeps autograd on (the bound-aware adversary differentiates through ops).
     """
     dev = torch.device(device)
     set_fp32_mode(dev)
@@ -135,7 +137,7 @@ def run_traced(
     owned = {o for op in model.ops for o in op.outputs}
     op_nodes = {op.name for op in model.ops}
     run_op = executor if executor is not None else default_executor
-    with torch.no_grad():
+    with torch.set_grad_enabled(enable_grad):
         for node in model.program.graph.nodes:
             if node.op != "call_function" or node.target in SKIPPED_OPS:
                 continue
@@ -307,3 +309,28 @@ def _weights_read(model: Model, index: int) -> dict[str, torch.Tensor]:
         if m.name in model.weights
     }
     return {n: model.weights[n] for n in names}
+
+
+def generate_inputs(model: Model, seed: int) -> dict[str, torch.Tensor]:
+    """Random inputs of the exported shapes: normal floats, token ids below the vocabulary of
+    the embedding that reads them, 0/1 attention masks (inputs named ``*mask*``) with a padded
+    tail. Used by calibration (``--generate``) and the detection study."""
+    g = torch.Generator().manual_seed(seed)
+    out: dict[str, torch.Tensor] = {}
+    for spec in model.inputs:
+        if spec.dtype.is_floating_point:
+            out[spec.name] = torch.randn(spec.shape, generator=g).to(spec.dtype)
+        elif "mask" in spec.name and len(spec.shape) == 2:
+            b, s = spec.shape
+            lengths = torch.randint(max(1, s // 2), s + 1, (b,), generator=g)
+            out[spec.name] = (torch.arange(s)[None, :] < lengths[:, None]).to(spec.dtype)
+        else:
+            high = 2
+            for op, body in zip(model.ops, model.closures, strict=True):
+                node = body[-1]
+                if op.target == "aten.embedding.default" and spec.name in op.inputs:
+                    weight = node.args[0]
+                    if isinstance(weight, fx.Node) and weight.name in model.weights:
+                        high = int(model.weights[weight.name].shape[0])
+            out[spec.name] = torch.randint(0, high, spec.shape, generator=g).to(spec.dtype)
+    return out

@@ -137,3 +137,19 @@ def load_trace(directory: str | Path, model: Model | None = None) -> LoadedTrace
         if c.trace_root != trace_root or list(c.frontier_digests) != listed:
             raise TraceFormatError(f"{root}: frontier digests / trace root do not match the values")
     return LoadedTrace(Trace(values=values), manifest, model_id, trace_root)
+
+
+def read_inputs(path: str | Path, model: Model) -> dict[str, torch.Tensor]:
+    """Read a safetensors file of job inputs; names, shapes and dtypes must match the model."""
+    from taonode.runtime.execute import check_inputs
+
+    try:
+        tensors = load_file(str(path))
+    except (OSError, SafetensorError, RuntimeError, ValueError) as exc:
+        raise TraceFormatError(f"{path}: cannot read inputs: {exc}") from exc
+    check_inputs(model, tensors)
+    return tensors
+
+
+def write_inputs(path: str | Path, inputs: dict[str, torch.Tensor]) -> None:
+    save_file({k: v.detach().to("cpu").contiguous() for k, v in inputs.items()}, str(path))
