@@ -31,6 +31,7 @@ from hexbytes import HexBytes
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from web3 import AsyncWeb3
 from web3._utils.events import get_event_data
+from web3.exceptions import Web3RPCError
 
 from taonode.store.state import Cursor, DeliveredLog, StateStore
 
@@ -230,6 +231,9 @@ def watcher_metrics(registry: CollectorRegistry) -> WatcherMetrics:
 
 Subscriber = Callable[[Delivery[Any]], Awaitable[None]]
 
+# How RPC providers word "this eth_getLogs query is too large" (geth, erigon, alchemy, infura…).
+_RANGE_ERRORS = ("range", "too many", "more than", "limit", "too large", "exceed")
+
 
 class SubscriberError(Exception):
     """A subscriber raised: the batch is re-delivered after a backoff (at-least-once)."""
@@ -259,6 +263,7 @@ class EventWatcher:
         self.start_block = start_block
         self.confirmations = max(0, confirmations)
         self.batch_blocks = batch_blocks
+        self._batch = batch_blocks
         self.reorg_window = reorg_window
         self.poll_interval_s = poll_interval_s
         self.backoff_initial_s = backoff_initial_s
@@ -341,16 +346,26 @@ class EventWatcher:
         self._m_lag.set(max(0, head - done))
         if done >= target:
             return True
-        first, last = done + 1, min(target, done + self.batch_blocks)
+        first, last = done + 1, min(target, done + self._batch)
         last_hash = await self._block_hash(last)
-        logs = await self.w3.eth.get_logs(
-            {
-                "fromBlock": first,
-                "toBlock": last,
-                "address": cast(Any, list(self.decoder.addresses)),
-                "topics": cast(Any, [list(self.decoder.topics)]),
-            }
-        )
+        try:
+            logs = await self.w3.eth.get_logs(
+                {
+                    "fromBlock": first,
+                    "toBlock": last,
+                    "address": cast(Any, list(self.decoder.addresses)),
+                    "topics": cast(Any, [list(self.decoder.topics)]),
+                }
+            )
+        except Web3RPCError as exc:
+            # Public RPCs cap eth_getLogs by range or result count: halve and retry (and keep
+            # the smaller batch: a provider's limit does not change).
+            text = str(exc).lower()
+            if self._batch > 1 and any(m in text for m in _RANGE_ERRORS):
+                self._batch = max(1, self._batch // 2)
+                self._log.info("watcher_batch_shrunk", batch_blocks=self._batch)
+                return False
+            raise
         if last_hash is None or await self._block_hash(last) != last_hash:
             return False  # the chain moved under the query: retry from the same cursor
         raws = sorted((_raw(e) for e in logs), key=lambda r: (r["blockNumber"], r["logIndex"]))

@@ -263,3 +263,31 @@ async def test_watcher_subscriber_failure_redelivers_succeeds(
     assert cursor is not None
     assert cursor.block_number == await chain.w3.eth.block_number
     store.close()
+
+
+async def test_watcher_getlogs_range_limit_shrinks_batch_succeeds(
+    chain: Chain, artifact: Artifact, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from web3.exceptions import Web3RPCError
+
+    store = StateStore(tmp_path / "state.db")
+    watcher, rec = make_watcher(chain, artifact, store, confirmations=0, batch_blocks=64)
+    for i in range(1, 6):
+        await bump(chain, i)
+    real = chain.w3.eth.get_logs
+    spans: list[int] = []
+
+    async def capped(params: Any) -> Any:
+        # A provider that refuses ranges over 2 blocks, as public RPCs do at larger sizes.
+        span = int(params["toBlock"]) - int(params["fromBlock"]) + 1
+        spans.append(span)
+        if span > 2:
+            raise Web3RPCError("query exceeds max block range 2")
+        return await real(params)
+
+    monkeypatch.setattr(chain.w3.eth, "get_logs", capped)
+    await drain(watcher)
+    assert rec.ids() == [1, 2, 3, 4, 5]
+    assert max(spans) > 2
+    assert any(s <= 2 for s in spans)
+    store.close()
