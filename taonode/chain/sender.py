@@ -279,6 +279,7 @@ class TxSender:
         self._next_nonce: int | None = None
         self._pending: dict[str, TxRecord] = {}
         self._sending: set[str] = set()  # journaled, first broadcast not returned yet
+        self._held: dict[str, float] = {}  # at the fee cap since (clock)
         self._changed = asyncio.Condition()
         self._log = log.bind(sender=self.address)
 
@@ -551,12 +552,17 @@ class TxSender:
     async def _replace(self, record: TxRecord, latest: TxAttempt) -> None:
         bump = 100 + self.fees.bump_percent
         cur_fee, cur_tip = await self._fees()
-        max_fee = min(self.fees.max_fee_cap, max(cur_fee, latest.max_fee * bump // 100))
-        tip = min(max_fee, max(cur_tip, latest.priority_fee * bump // 100))
-        if max_fee <= latest.max_fee or tip <= latest.priority_fee:
-            # At the fee cap: a replacement would be refused as underpriced; make sure the
-            # node still has the last one and wait.
-            await self._broadcast(record, latest.raw, first=False)
+        # Nodes only accept a replacement that raises both fees by ~10 %: bump both or hold.
+        max_fee = max(cur_fee, latest.max_fee * bump // 100)
+        tip = max(cur_tip, latest.priority_fee * bump // 100)
+        if max_fee > self.fees.max_fee_cap or tip > max_fee:
+            # At the fee cap: wait at the current price; once per replace_after_s, make sure
+            # the node still has it.
+            now = self._clock()
+            if now - self._held.get(record.key, 0.0) >= self.replace_after_s:
+                self._held[record.key] = now
+                self._log.info("tx_at_fee_cap", key=record.key, max_fee=latest.max_fee)
+                await self._broadcast(record, latest.raw, first=False)
             return
         call = {"to": record.to, "value": record.value, "data": record.data}
         if record.to is None:
@@ -571,6 +577,7 @@ class TxSender:
         await self._broadcast(record, raw, first=False)
 
     def _finish(self, record: TxRecord, status: TxStatus) -> None:
+        self._held.pop(record.key, None)
         if self._pending.pop(record.key, None) is not None:
             self.metrics.pending.dec()
 

@@ -303,3 +303,43 @@ async def test_poll_reorg_unmines_tx_rebroadcasts_once_succeeds(
     assert await chain.w3.eth.get_transaction_count(chain.signer.address) == 1
     assert await chain.contract.functions.total().call() == 1
     store.close()
+
+
+async def test_replace_at_fee_cap_holds_price_succeeds(
+    anvil: Any, artifact: Artifact, tmp_path: Path
+) -> None:
+    from web3 import AsyncWeb3
+    from web3.providers import AsyncHTTPProvider
+
+    from tests.chainio.conftest import close, deploy
+
+    w3: AsyncWeb3[Any] = AsyncWeb3(AsyncHTTPProvider(anvil.url))
+    contract, signer, key = await deploy(w3, artifact)
+    chain = Chain("anvil", w3, anvil.url, contract, signer, key, anvil)
+    await w3.provider.make_request("evm_setAutomine", [False])
+    store = StateStore(tmp_path / "state.db")
+    base = int((await w3.eth.get_block("latest"))["baseFeePerGas"])
+    cap = base + 10**9  # room for the first offer only: no 15 % bump fits under it
+    sender = make_sender(
+        chain,
+        store,
+        artifact,
+        replace_after_s=0.1,
+        fees=FeePolicy(max_fee_cap=cap, max_priority_fee=10**9),
+    )
+    await sender.start()
+    stop = asyncio.Event()
+    runner = asyncio.create_task(sender.run(stop))
+    first = await sender.send("bump:1", to=contract.address, data=bump(chain, 1))
+    await asyncio.sleep(0.6)  # several replace_after_s periods
+    attempts = store.attempts("bump:1")
+    assert len(attempts) == 1
+    assert attempts[0].max_fee == cap
+    await w3.provider.make_request("evm_mine", [])
+    record = await asyncio.wait_for(sender.wait("bump:1"), 20)
+    stop.set()
+    await runner
+    assert record.status is TxStatus.CONFIRMED
+    assert record.tx_hash == first.tx_hash
+    store.close()
+    await close(w3)
