@@ -329,6 +329,8 @@ class TxSender:
         kind = kind or key.split(":", 1)[0]
         existing = await self.store.run(self.store.journal_get, key)
         if existing is not None:
+            if existing.data != data or existing.value != value:
+                self._log.warning("tx_key_reused_with_other_payload", key=key)
             return existing
         call: dict[str, Any] = {"from": self.address, "data": data, "value": value}
         if to is not None:
@@ -457,11 +459,12 @@ class TxSender:
         while not stop.is_set():
             try:
                 await self.poll_once()
-            except Exception as exc:
-                if not _is_rpc_down(exc) and not isinstance(exc, Web3RPCError):
-                    raise
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # RPC down or flapping: the journal keeps the state
                 self.metrics.rpc_errors.inc()
-                self._log.warning("sender_poll_failed", error=str(exc))
+                level = "warning" if _is_rpc_down(exc) else "error"
+                getattr(self._log, level)("sender_poll_failed", error=repr(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.poll_interval_s)
 

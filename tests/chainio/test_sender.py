@@ -343,3 +343,57 @@ async def test_replace_at_fee_cap_holds_price_succeeds(
     assert record.tx_hash == first.tx_hash
     store.close()
     await close(w3)
+
+
+@pytest.mark.slow
+async def test_run_survives_rpc_restart_that_lost_the_pool_succeeds(
+    artifact: Artifact, tmp_path: Path
+) -> None:
+    from web3 import AsyncWeb3
+    from web3.providers import AsyncHTTPProvider
+
+    from tests.chainio.chains import Anvil
+    from tests.chainio.conftest import close, deploy
+
+    node = Anvil(tmp_path, "--no-mining")
+    node.start()
+    try:
+        w3: AsyncWeb3[Any] = AsyncWeb3(AsyncHTTPProvider(node.url))
+        await w3.provider.make_request("evm_setAutomine", [True])  # deploy + fund
+        contract, signer, key = await deploy(w3, artifact)
+        await w3.provider.make_request("evm_setAutomine", [False])
+        chain = Chain("anvil", w3, node.url, contract, signer, key, node)
+        registry = CollectorRegistry()
+        store = StateStore(tmp_path / "state.db")
+        sender = make_sender(chain, store, artifact, registry=registry, replace_after_s=0.5)
+        await sender.start()
+        stop = asyncio.Event()
+        runner = asyncio.create_task(sender.run(stop))
+        await sender.send("bump:1", to=contract.address, data=bump(chain, 1))
+        node.stop()  # the pending transaction dies with the node's pool
+        # web3's HTTP provider retries a refused connection for ~4 s before it raises.
+        for _ in range(200):
+            if registry.get_sample_value("taonode_sender_rpc_errors_total"):
+                break
+            await asyncio.sleep(0.05)
+        assert not runner.done()
+        errors = registry.get_sample_value("taonode_sender_rpc_errors_total")
+        assert errors is not None
+        assert errors >= 1
+        node.start()
+        assert (await w3.eth.get_block("pending"))["transactions"] == []
+        for _ in range(100):  # mine until the re-sent transaction lands
+            await w3.provider.make_request("evm_mine", [])
+            if store.journal_get("bump:1").status is TxStatus.CONFIRMED:  # type: ignore[union-attr]
+                break
+            await asyncio.sleep(0.05)
+        record = await asyncio.wait_for(sender.wait("bump:1"), 10)
+        stop.set()
+        await runner
+        assert record.status is TxStatus.CONFIRMED
+        assert await w3.eth.get_transaction_count(signer.address) == 1
+        assert await contract.functions.total().call() == 1
+        store.close()
+        await close(w3)
+    finally:
+        node.kill()
