@@ -23,7 +23,7 @@ from taonode.chain.watcher import (
 )
 from taonode.store.state import StateStore
 from tests.chainio.chains import Anvil, Artifact
-from tests.chainio.conftest import Chain, close, deploy
+from tests.chainio.conftest import Chain, close, deploy, need_anvil
 
 
 @dataclass(frozen=True)
@@ -181,12 +181,14 @@ async def test_watcher_reorg_shallower_than_confirmations_never_delivers_succeed
 
 
 @pytest.mark.slow
+@pytest.mark.anvil
 async def test_watcher_anvil_down_20s_resumes_without_loss_succeeds(
     artifact: Artifact, tmp_path: Path
 ) -> None:
     # The one long test: the issue asks for a 20 s outage, longer than the watcher's backoff
     # cap, so recovery after several failed polls at the cap is covered.
     outage_s = 20.0
+    need_anvil()
     node = Anvil(tmp_path)
     node.start()
     try:
