@@ -6,7 +6,8 @@ subscription would only lower latency, and still needs this path to catch up aft
 Delivery is at-least-once and in chain order. A block is delivered once it is ``confirmations``
 blocks below the head; the cursor (block number + hash) advances in the state store only after
 every subscriber has handled the batch, so a crash or an RPC outage re-delivers, never skips.
-Subscribers must therefore be idempotent (key on ``(tx_hash, log_index)``).
+Subscribers must therefore be idempotent (key on ``(tx_hash, log_index)``); retractions are
+at-least-once too (a subscriber that fails mid-retraction sees the retraction again).
 
 Reorgs: each poll first checks that the cursor block's hash is still on the chain. If not, it
 walks back over the blocks it delivered events from (their hashes are stored) to the newest one
@@ -264,6 +265,7 @@ class EventWatcher:
         self.confirmations = max(0, confirmations)
         self.batch_blocks = batch_blocks
         self._batch = batch_blocks
+        self._pruned_at = -1
         self.reorg_window = reorg_window
         self.poll_interval_s = poll_interval_s
         self.backoff_initial_s = backoff_initial_s
@@ -384,8 +386,9 @@ class EventWatcher:
         await self.store.run(
             self.store.advance_cursor, Cursor(self.name, last, last_hash), delivered
         )
-        if last % 64 == 0:
+        if last - self._pruned_at >= 64:  # keep only what a reorg within the window can undo
             await self.store.run(self.store.prune_delivered, self.name, last - self.reorg_window)
+            self._pruned_at = last
         self._m_block.set(last)
         self._m_lag.set(max(0, head - last))
         return last >= target

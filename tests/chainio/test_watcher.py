@@ -293,3 +293,20 @@ async def test_watcher_getlogs_range_limit_shrinks_batch_succeeds(
     assert max(spans) > 2
     assert any(s <= 2 for s in spans)
     store.close()
+
+
+async def test_watcher_prunes_delivered_logs_below_reorg_window_succeeds(
+    chain: Chain, artifact: Artifact, tmp_path: Path
+) -> None:
+    store = StateStore(tmp_path / "state.db")
+    watcher, rec = make_watcher(chain, artifact, store, confirmations=0, reorg_window=4)
+    await bump(chain, 1)
+    await mine(chain.w3, 70)
+    await bump(chain, 2)
+    await drain(watcher)
+    assert rec.ids() == [1, 2]
+    # Only the recent event is kept for retraction; the old one is beyond the window.
+    assert [d.payload["blockNumber"] for d in store.delivered_logs("tao")] == [
+        await chain.w3.eth.block_number
+    ]
+    store.close()
