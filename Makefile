@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NPM_DIRS := $(patsubst %/package-lock.json,%,$(shell find . -name package-lock.json -not -path '*/node_modules/*' -not -path './.venv/*'))
 
-.PHONY: venv node demo test lint typecheck unit contracts clean
+.PHONY: venv node tools demo test lint typecheck unit contracts clean
 
 venv: $(STAMP)
 
@@ -26,8 +26,17 @@ node:
 	  fi; \
 	done
 
+# promtool checks the alert rules; Debian's package is unpacked locally (nothing is installed).
+tools: .tools/usr/bin/promtool
+
+.tools/usr/bin/promtool:
+	mkdir -p .tools/deb
+	cd .tools/deb && (apt-get download prometheus 2>/dev/null || (apt-get update -qq && apt-get download prometheus))
+	dpkg -x .tools/deb/prometheus_*.deb .tools
+	rm -rf .tools/deb
+
 demo: venv node
-	$(BIN)/taonode devnet
+	$(BIN)/taonode --role voter --config node.toml.example --log-format console
 
 lint: venv
 	$(BIN)/ruff check taonode tests bench
@@ -36,7 +45,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-unit: venv node
+unit: venv node tools
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
@@ -45,4 +54,4 @@ contracts: venv node
 	$(BIN)/taonode contracts build
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

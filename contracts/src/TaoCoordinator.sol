@@ -1,0 +1,772 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.28;
+
+import {ModelRegistry} from "./ModelRegistry.sol";
+import {StakeRegistry} from "./StakeRegistry.sol";
+
+/// @title TaoCoordinator
+/// @notice Optimistic results and their k-ary dispute game (DESIGN §2).
+///
+/// Result: Pending --finalize (after the window)--> Finalized
+///         Pending --challenge (inside the window)--> Disputed --> Finalized | Rejected | Voided
+/// Dispute phases (all deadlines in blocks; a move is valid while block.number <= deadline,
+/// `timeout` is valid once block.number > deadline):
+///   ProverMove     the prover posts the frontier digests at the cuts of [a, b) (the first move
+///                  also binds the end digests at 0 and N), each proven against the trace root.
+///   ChallengerMove the challenger picks a sub-segment; at b == a + 1 the leaf is reached.
+///   AwaitDraw      anyone draws the committee from blockhash(seedBlock), seedBlock = the block
+///                  after the leaf was reached (re-anchored when older than 256 blocks).
+///   Voting         members vote directly or anyone submits their EIP-712 votes; `resolve`
+///                  once everyone voted or after the vote deadline.
+///   Resolved
+/// Payments are credited and pulled with `withdraw`.
+contract TaoCoordinator {
+    enum Status {
+        None,
+        Pending,
+        Disputed,
+        Finalized,
+        Rejected,
+        Voided
+    }
+
+    enum Phase {
+        None,
+        ProverMove,
+        ChallengerMove,
+        AwaitDraw,
+        Voting,
+        Resolved
+    }
+
+    enum Outcome {
+        None,
+        ProverWon,
+        ChallengerWon,
+        NoQuorum
+    }
+
+    enum Reason {
+        None,
+        Vote,
+        ProverTimeout,
+        ChallengerTimeout
+    }
+
+    struct Params {
+        uint64 challengeWindow; // blocks after the commit block during which a result can be challenged
+        uint64 moveTimeout; // blocks each side has for a move
+        uint64 voteWindow; // blocks the committee has to vote after the draw
+        uint128 proverBond;
+        uint128 challengerBond;
+        uint8 k; // branching factor of the game
+        uint8 committeeSize; // m
+        uint8 quorum; // agreeing votes needed to decide (2 * quorum > m)
+        uint16 voterRewardBps; // share of the loser's bond paid to the majority voters
+        uint128 nonVoterPenalty; // stake taken from a member who did not vote
+        address treasury; // receives penalties and dust when there is no winner
+    }
+
+    struct Result {
+        address prover;
+        uint32 numOps;
+        uint40 commitBlock;
+        Status status;
+        bytes32 traceRoot;
+    }
+
+    struct Fee {
+        address payer;
+        uint96 amount;
+    }
+
+    struct Dispute {
+        address challenger;
+        uint32 a;
+        uint32 b;
+        Phase phase;
+        bool endsBound;
+        uint8 round;
+        uint8 size; // committee members drawn
+        uint64 deadline; // move or vote deadline
+        uint64 seedBlock;
+        uint8 votesCast;
+        uint8 slashVotes;
+        uint8 tolerantVotes;
+        Outcome outcome;
+        bytes32 digestA; // frontier digest at a (inputs of the segment)
+        bytes32 digestB; // frontier digest at b (outputs of the segment)
+    }
+
+    uint8 public constant VERDICT_THEORETICAL_VIOLATION = 1;
+    uint8 public constant VERDICT_EMPIRICAL_VIOLATION = 2;
+    uint8 public constant VERDICT_WITHIN_TOLERANCE = 3;
+    uint8 public constant VERDICT_DATA_UNAVAILABLE = 4;
+    uint8 private constant NOT_VOTED = 255;
+    uint256 public constant MAX_COMMITTEE = 32;
+    uint256 public constant DRAW_ATTEMPTS_PER_SEAT = 4;
+
+    bytes32 public constant VOTE_TYPEHASH = keccak256("Vote(bytes32 disputeId,uint8 verdict)");
+    bytes32 private constant DOMAIN_TYPEHASH =
+        keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
+    bytes32 private constant NAME_HASH = keccak256("TAO");
+    bytes32 private constant VERSION_HASH = keccak256("1");
+    uint256 private constant HALF_N = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0;
+
+    ModelRegistry public immutable models;
+    StakeRegistry public immutable stakes;
+    uint64 public immutable challengeWindow;
+    uint64 public immutable moveTimeout;
+    uint64 public immutable voteWindow;
+    uint128 public immutable proverBond;
+    uint128 public immutable challengerBond;
+    uint8 public immutable k;
+    uint8 public immutable committeeSize;
+    uint8 public immutable quorum;
+    uint16 public immutable voterRewardBps;
+    uint128 public immutable nonVoterPenalty;
+    address public immutable treasury;
+
+    mapping(bytes32 => Result) private _results;
+    mapping(bytes32 => Fee) private _fees;
+    mapping(bytes32 => Dispute) private _disputes;
+    mapping(bytes32 => bytes32[]) private _cutDigests;
+    mapping(bytes32 => address[]) private _committee;
+    mapping(bytes32 => mapping(address => uint8)) private _ballots;
+    mapping(address => uint256) public pending;
+
+    uint256 public totalBonds;
+    uint256 public totalFees;
+    uint256 public totalPending;
+
+    bool private transient _locked;
+
+    event ResultCommitted(
+        bytes32 indexed jobId,
+        address indexed prover,
+        bytes32 indexed modelId,
+        bytes32 profileId,
+        bytes32 inputDigest,
+        bytes32 outputDigest,
+        bytes32 traceRoot,
+        uint32 numOps,
+        uint64 windowEnd
+    );
+    event JobFunded(bytes32 indexed jobId, address indexed payer, uint256 amount);
+    event ResultFinalized(bytes32 indexed jobId, address indexed prover, uint256 fee);
+    event DisputeOpened(bytes32 indexed jobId, address indexed challenger, uint64 deadline);
+    event ProverMoved(
+        bytes32 indexed jobId, uint8 round, uint32 a, uint32 b, uint256[] cuts, bytes32[] digests, uint64 deadline
+    );
+    event ChallengerMoved(bytes32 indexed jobId, uint8 round, uint256 index, uint32 a, uint32 b, uint64 deadline);
+    event LeafReached(bytes32 indexed jobId, uint32 op, bytes32 inputFrontier, bytes32 outputFrontier, uint64 seedBlock);
+    event SeedReanchored(bytes32 indexed jobId, uint64 seedBlock);
+    event CommitteeDrawn(bytes32 indexed jobId, address[] members, uint64 voteDeadline);
+    event VoteCast(bytes32 indexed jobId, address indexed voter, uint8 verdict);
+    event NonVoterPenalized(bytes32 indexed jobId, address indexed voter, uint256 amount);
+    event DisputeResolved(
+        bytes32 indexed jobId,
+        Outcome outcome,
+        Reason reason,
+        address winner,
+        uint8 slashVotes,
+        uint8 tolerantVotes,
+        uint8 votesCast
+    );
+    event Credited(address indexed account, uint256 amount);
+    event Withdrawn(address indexed account, uint256 amount);
+
+    error BadParameter();
+    error ResultExists(bytes32 jobId);
+    error UnknownResult(bytes32 jobId);
+    error BadCommitment();
+    error ProfileMismatch(bytes32 modelId, bytes32 profileId);
+    error WrongBond(uint256 sent, uint256 required);
+    error NotPending(bytes32 jobId);
+    error WindowOpen(uint64 windowEnd);
+    error WindowClosed(uint64 windowEnd);
+    error AlreadyFunded(bytes32 jobId);
+    error Settled(bytes32 jobId);
+    error BadAmount();
+    error SelfChallenge();
+    error WrongPhase(Phase phase);
+    error NotParty(address caller);
+    error DeadlinePassed(uint64 deadline);
+    error DeadlineNotPassed(uint64 deadline);
+    error WrongDigestCount(uint256 given, uint256 expected);
+    error WrongProofLength(uint256 given, uint256 expected);
+    error BadProof(uint256 cut);
+    error BadIndex(uint256 index);
+    error SeedNotReady(uint64 seedBlock);
+    error BadVerdict(uint8 verdict);
+    error NotMember(address voter);
+    error AlreadyVoted(address voter);
+    error BadSignature();
+    error LengthMismatch();
+    error VotingOpen(uint64 deadline);
+    error NothingToWithdraw();
+    error TransferFailed();
+    error Reentrancy();
+
+    constructor(ModelRegistry models_, StakeRegistry stakes_, Params memory p) {
+        if (
+            address(models_) == address(0) || address(stakes_) == address(0) || p.k < 2 || p.committeeSize == 0
+                || p.committeeSize > MAX_COMMITTEE || p.quorum == 0 || p.quorum > p.committeeSize
+                || 2 * uint256(p.quorum) <= p.committeeSize || p.voterRewardBps > 10_000 || p.challengeWindow == 0
+                || p.moveTimeout == 0 || p.voteWindow == 0 || p.proverBond == 0 || p.challengerBond == 0
+                || p.treasury == address(0)
+        ) revert BadParameter();
+        models = models_;
+        stakes = stakes_;
+        challengeWindow = p.challengeWindow;
+        moveTimeout = p.moveTimeout;
+        voteWindow = p.voteWindow;
+        proverBond = p.proverBond;
+        challengerBond = p.challengerBond;
+        k = p.k;
+        committeeSize = p.committeeSize;
+        quorum = p.quorum;
+        voterRewardBps = p.voterRewardBps;
+        nonVoterPenalty = p.nonVoterPenalty;
+        treasury = p.treasury;
+    }
+
+    modifier nonReentrant() {
+        if (_locked) revert Reentrancy();
+        _locked = true;
+        _;
+        _locked = false;
+    }
+
+    // ------------------------------------------------------------------ results
+
+    /// @notice Posts a result with the prover bond (msg.value == proverBond). `profileId` must be
+    /// the model's current profile. Only the trace root and the op count are stored; the other
+    /// fields live in the event.
+    function commitResult(
+        bytes32 jobId,
+        bytes32 modelId,
+        bytes32 profileId,
+        bytes32 inputDigest,
+        bytes32 outputDigest,
+        bytes32 traceRoot,
+        uint32 numOps
+    ) external payable {
+        if (_results[jobId].status != Status.None) revert ResultExists(jobId);
+        if (jobId == bytes32(0) || traceRoot == bytes32(0) || numOps == 0 || numOps == type(uint32).max) {
+            revert BadCommitment();
+        }
+        if (msg.value != proverBond) revert WrongBond(msg.value, proverBond);
+        if (profileId == bytes32(0) || models.profileOf(modelId) != profileId) {
+            revert ProfileMismatch(modelId, profileId);
+        }
+        _results[jobId] = Result(msg.sender, numOps, uint40(block.number), Status.Pending, traceRoot);
+        totalBonds += msg.value;
+        emit ResultCommitted(
+            jobId,
+            msg.sender,
+            modelId,
+            profileId,
+            inputDigest,
+            outputDigest,
+            traceRoot,
+            numOps,
+            uint64(block.number) + challengeWindow
+        );
+    }
+
+    /// @notice Escrows the job's fee (once, by anyone, while the result is open). Paid to the
+    /// prover when the result is accepted, refunded to the payer otherwise.
+    function fundJob(bytes32 jobId) external payable {
+        Status s = _results[jobId].status;
+        if (s == Status.None) revert UnknownResult(jobId);
+        if (s != Status.Pending && s != Status.Disputed) revert Settled(jobId);
+        if (_fees[jobId].amount != 0) revert AlreadyFunded(jobId);
+        if (msg.value == 0 || msg.value > type(uint96).max) revert BadAmount();
+        _fees[jobId] = Fee(msg.sender, uint96(msg.value));
+        totalFees += msg.value;
+        emit JobFunded(jobId, msg.sender, msg.value);
+    }
+
+    /// @notice Accepts an undisputed result after its window: bond back and fee to the prover.
+    function finalize(bytes32 jobId) external {
+        Result storage r = _results[jobId];
+        if (r.status == Status.None) revert UnknownResult(jobId);
+        if (r.status != Status.Pending) revert NotPending(jobId);
+        uint64 windowEnd = uint64(r.commitBlock) + challengeWindow;
+        if (block.number <= windowEnd) revert WindowOpen(windowEnd);
+        r.status = Status.Finalized;
+        totalBonds -= proverBond;
+        uint256 fee = _takeFee(jobId);
+        emit ResultFinalized(jobId, r.prover, fee);
+        _credit(r.prover, proverBond + fee);
+    }
+
+    // ------------------------------------------------------------------ dispute game
+
+    /// @notice Opens the dispute (disputeId == jobId) with msg.value == challengerBond.
+    function challenge(bytes32 jobId) external payable {
+        Result storage r = _results[jobId];
+        if (r.status == Status.None) revert UnknownResult(jobId);
+        if (r.status != Status.Pending) revert NotPending(jobId);
+        uint64 windowEnd = uint64(r.commitBlock) + challengeWindow;
+        if (block.number > windowEnd) revert WindowClosed(windowEnd);
+        if (msg.value != challengerBond) revert WrongBond(msg.value, challengerBond);
+        if (msg.sender == r.prover) revert SelfChallenge();
+        r.status = Status.Disputed;
+        totalBonds += msg.value;
+        Dispute storage d = _disputes[jobId];
+        d.challenger = msg.sender;
+        d.a = 0;
+        d.b = r.numOps;
+        d.phase = Phase.ProverMove;
+        uint64 deadline = uint64(block.number) + moveTimeout;
+        d.deadline = deadline;
+        emit DisputeOpened(jobId, msg.sender, deadline);
+    }
+
+    /// @notice The prover's move. `digests` are the frontier digests at `expectedCuts(jobId)`
+    /// (first move: cut 0, cut N, then the interior cuts); `proofs` concatenates one Merkle proof
+    /// of `proofLength(jobId)` siblings per digest, against the trace root.
+    function proverMove(bytes32 jobId, bytes32[] calldata digests, bytes32[] calldata proofs) external {
+        Dispute storage d = _disputes[jobId];
+        Result storage r = _results[jobId];
+        _expectPhase(d, Phase.ProverMove);
+        if (msg.sender != r.prover) revert NotParty(msg.sender);
+        uint256[] memory cutList = _expectedCuts(d);
+        if (digests.length != cutList.length) revert WrongDigestCount(digests.length, cutList.length);
+        uint256 depth = _depth(r.numOps);
+        if (proofs.length != depth * cutList.length) revert WrongProofLength(proofs.length, depth * cutList.length);
+        bytes32 root = r.traceRoot;
+        for (uint256 i = 0; i < cutList.length; ++i) {
+            if (!_verify(root, cutList[i], digests[i], proofs[i * depth:(i + 1) * depth])) revert BadProof(cutList[i]);
+        }
+        uint256 first = 0;
+        if (!d.endsBound) {
+            d.endsBound = true;
+            d.digestA = digests[0];
+            d.digestB = digests[1];
+            first = 2;
+        }
+        bytes32[] storage stored = _cutDigests[jobId];
+        uint256 interior = cutList.length - first;
+        for (uint256 i = 0; i < interior; ++i) {
+            if (i < stored.length) stored[i] = digests[first + i];
+            else stored.push(digests[first + i]);
+        }
+        while (stored.length > interior) stored.pop();
+        emit ProverMoved(jobId, d.round, d.a, d.b, cutList, digests, d.deadline);
+        if (d.b - d.a == 1) {
+            _reachLeaf(jobId, d); // N == 1: the first move only binds the ends
+        } else {
+            d.phase = Phase.ChallengerMove;
+            d.deadline = uint64(block.number) + moveTimeout;
+        }
+    }
+
+    /// @notice The challenger's move: pick sub-segment `index` of the current segment.
+    function challengerMove(bytes32 jobId, uint256 index) external {
+        Dispute storage d = _disputes[jobId];
+        _expectPhase(d, Phase.ChallengerMove);
+        if (msg.sender != d.challenger) revert NotParty(msg.sender);
+        uint256 a = d.a;
+        uint256 b = d.b;
+        uint256 s = _numSub(a, b);
+        if (index >= s) revert BadIndex(index);
+        bytes32[] storage stored = _cutDigests[jobId];
+        uint256 na = a + (index * (b - a)) / s;
+        uint256 nb = a + ((index + 1) * (b - a)) / s;
+        if (index != 0) d.digestA = stored[index - 1];
+        if (index != s - 1) d.digestB = stored[index];
+        d.a = uint32(na);
+        d.b = uint32(nb);
+        uint8 round = d.round;
+        d.round = round + 1;
+        emit ChallengerMoved(jobId, round, index, uint32(na), uint32(nb), d.deadline);
+        if (nb - na == 1) {
+            _reachLeaf(jobId, d);
+        } else {
+            d.phase = Phase.ProverMove;
+            d.deadline = uint64(block.number) + moveTimeout;
+        }
+    }
+
+    /// @notice Ends a game whose side to move missed its deadline (anyone may call).
+    function timeout(bytes32 jobId) external {
+        Dispute storage d = _disputes[jobId];
+        Phase phase = d.phase;
+        if (phase != Phase.ProverMove && phase != Phase.ChallengerMove) revert WrongPhase(phase);
+        if (block.number <= d.deadline) revert DeadlineNotPassed(d.deadline);
+        if (phase == Phase.ProverMove) {
+            _settle(jobId, d, Outcome.ChallengerWon, Reason.ProverTimeout);
+        } else {
+            _settle(jobId, d, Outcome.ProverWon, Reason.ChallengerTimeout);
+        }
+    }
+
+    /// @notice Draws the committee from blockhash(seedBlock) (anyone may call once the seed block
+    /// exists). If the seed block is older than 256 blocks its hash is gone: the seed is moved to
+    /// the next block and the call returns without drawing.
+    function drawCommittee(bytes32 jobId) external {
+        Dispute storage d = _disputes[jobId];
+        _expectPhase(d, Phase.AwaitDraw);
+        uint64 seedBlock = d.seedBlock;
+        if (block.number <= seedBlock) revert SeedNotReady(seedBlock);
+        bytes32 h = blockhash(seedBlock);
+        if (h == bytes32(0)) {
+            uint64 next = uint64(block.number) + 1;
+            d.seedBlock = next;
+            emit SeedReanchored(jobId, next);
+            return;
+        }
+        Result storage r = _results[jobId];
+        address[] memory members = _select(keccak256(abi.encode(h, jobId)), r.prover, d.challenger);
+        address[] storage committee = _committee[jobId];
+        mapping(address => uint8) storage ballots = _ballots[jobId];
+        for (uint256 i = 0; i < members.length; ++i) {
+            committee.push(members[i]);
+            ballots[members[i]] = NOT_VOTED;
+        }
+        d.size = uint8(members.length);
+        d.phase = Phase.Voting;
+        uint64 deadline = uint64(block.number) + voteWindow;
+        d.deadline = deadline;
+        emit CommitteeDrawn(jobId, members, deadline);
+    }
+
+    /// @notice A member's own vote.
+    function vote(bytes32 jobId, uint8 verdict) external {
+        Dispute storage d = _disputes[jobId];
+        _expectVoting(d);
+        _record(jobId, d, msg.sender, verdict);
+    }
+
+    /// @notice Submits members' EIP-712 votes (signature = r ‖ s ‖ v, 65 bytes); anyone may call.
+    function submitVotes(bytes32 jobId, uint8[] calldata verdicts, bytes[] calldata signatures) external {
+        if (verdicts.length != signatures.length || verdicts.length == 0) revert LengthMismatch();
+        Dispute storage d = _disputes[jobId];
+        _expectVoting(d);
+        if (verdicts.length > d.size) revert LengthMismatch();
+        bytes32 domain = domainSeparator();
+        for (uint256 i = 0; i < verdicts.length; ++i) {
+            bytes32 structHash = keccak256(abi.encode(VOTE_TYPEHASH, jobId, verdicts[i]));
+            bytes32 digest = keccak256(abi.encodePacked(hex"1901", domain, structHash));
+            _record(jobId, d, _recover(digest, signatures[i]), verdicts[i]);
+        }
+    }
+
+    /// @notice Tallies the votes once all members voted or the vote deadline passed.
+    /// `quorum` agreeing votes decide; otherwise there is no decision (both bonds returned).
+    function resolve(bytes32 jobId) external {
+        Dispute storage d = _disputes[jobId];
+        _expectPhase(d, Phase.Voting);
+        if (block.number <= d.deadline && d.votesCast < d.size) revert VotingOpen(d.deadline);
+        Outcome outcome;
+        if (d.slashVotes >= quorum) outcome = Outcome.ChallengerWon;
+        else if (d.tolerantVotes >= quorum) outcome = Outcome.ProverWon;
+        else outcome = Outcome.NoQuorum;
+        _settle(jobId, d, outcome, Reason.Vote);
+    }
+
+    /// @notice Pays out the caller's credits (pull payment).
+    function withdraw() external nonReentrant {
+        uint256 amount = pending[msg.sender];
+        if (amount == 0) revert NothingToWithdraw();
+        pending[msg.sender] = 0;
+        totalPending -= amount;
+        emit Withdrawn(msg.sender, amount);
+        (bool ok,) = msg.sender.call{value: amount}("");
+        if (!ok) revert TransferFailed();
+    }
+
+    // ------------------------------------------------------------------ views
+
+    function domainSeparator() public view returns (bytes32) {
+        return keccak256(abi.encode(DOMAIN_TYPEHASH, NAME_HASH, VERSION_HASH, block.chainid, address(this)));
+    }
+
+    function resultOf(bytes32 jobId)
+        external
+        view
+        returns (address prover, uint32 numOps, uint64 commitBlock, uint8 status, bytes32 traceRoot)
+    {
+        Result storage r = _results[jobId];
+        return (r.prover, r.numOps, r.commitBlock, uint8(r.status), r.traceRoot);
+    }
+
+    function feeOf(bytes32 jobId) external view returns (address payer, uint256 amount) {
+        Fee storage f = _fees[jobId];
+        return (f.payer, f.amount);
+    }
+
+    function disputeOf(bytes32 jobId)
+        external
+        view
+        returns (
+            address challenger,
+            uint32 a,
+            uint32 b,
+            uint8 phase,
+            uint8 round,
+            uint64 deadline,
+            uint64 seedBlock,
+            bytes32 digestA,
+            bytes32 digestB
+        )
+    {
+        Dispute storage d = _disputes[jobId];
+        return (d.challenger, d.a, d.b, uint8(d.phase), d.round, d.deadline, d.seedBlock, d.digestA, d.digestB);
+    }
+
+    function tallyOf(bytes32 jobId)
+        external
+        view
+        returns (uint8 size, uint8 votesCast, uint8 slashVotes, uint8 tolerantVotes, uint8 outcome)
+    {
+        Dispute storage d = _disputes[jobId];
+        return (d.size, d.votesCast, d.slashVotes, d.tolerantVotes, uint8(d.outcome));
+    }
+
+    /// @notice The cuts the prover must prove in its next move (first move: 0, N, interior cuts).
+    function expectedCuts(bytes32 jobId) external view returns (uint256[] memory) {
+        Dispute storage d = _disputes[jobId];
+        if (d.phase != Phase.ProverMove) revert WrongPhase(d.phase);
+        return _expectedCuts(d);
+    }
+
+    /// @notice The interior cut digests of the current round (posted by the prover).
+    function cutDigests(bytes32 jobId) external view returns (bytes32[] memory) {
+        return _cutDigests[jobId];
+    }
+
+    function committeeOf(bytes32 jobId) external view returns (address[] memory) {
+        return _committee[jobId];
+    }
+
+    /// @notice 0: not a member; 255: member without a vote; else the verdict.
+    function ballotOf(bytes32 jobId, address voter) external view returns (uint8) {
+        return _ballots[jobId][voter];
+    }
+
+    /// @notice Merkle proof length (siblings) for a trace of `numOps` ops (N + 1 leaves).
+    function proofLength(uint32 numOps) external pure returns (uint256) {
+        return _depth(numOps);
+    }
+
+    /// @notice Checks a trace Merkle proof (DESIGN §2 encoding), exactly as the prover's move does.
+    function verifyProof(bytes32 root, uint256 index, bytes32 value, bytes32[] calldata proof)
+        external
+        pure
+        returns (bool)
+    {
+        if (proof.length < 256 && index >> proof.length != 0) return false;
+        return _verify(root, index, value, proof);
+    }
+
+    /// @notice The committee `drawCommittee` would pick for `seed` (exposed for audits and tests).
+    function previewCommittee(bytes32 seed, address prover, address challenger)
+        external
+        view
+        returns (address[] memory)
+    {
+        return _select(seed, prover, challenger);
+    }
+
+    // ------------------------------------------------------------------ internals
+
+    function _expectPhase(Dispute storage d, Phase phase) private view {
+        if (d.phase != phase) revert WrongPhase(d.phase);
+        if ((phase == Phase.ProverMove || phase == Phase.ChallengerMove) && block.number > d.deadline) {
+            revert DeadlinePassed(d.deadline);
+        }
+    }
+
+    function _expectVoting(Dispute storage d) private view {
+        if (d.phase != Phase.Voting) revert WrongPhase(d.phase);
+        if (block.number > d.deadline) revert DeadlinePassed(d.deadline);
+    }
+
+    function _numSub(uint256 a, uint256 b) private view returns (uint256) {
+        uint256 len = b - a;
+        return len < k ? len : k;
+    }
+
+    function _expectedCuts(Dispute storage d) private view returns (uint256[] memory cutList) {
+        uint256 a = d.a;
+        uint256 b = d.b;
+        uint256 interior = b - a >= 2 ? _numSub(a, b) - 1 : 0;
+        uint256 first = d.endsBound ? 0 : 2;
+        cutList = new uint256[](first + interior);
+        if (first == 2) {
+            cutList[0] = a;
+            cutList[1] = b;
+        }
+        if (interior != 0) {
+            uint256 s = interior + 1;
+            for (uint256 i = 1; i < s; ++i) {
+                cutList[first + i - 1] = a + (i * (b - a)) / s;
+            }
+        }
+    }
+
+    function _depth(uint256 numOps) private pure returns (uint256 depth) {
+        uint256 width = 1;
+        while (width < numOps + 1) {
+            width <<= 1;
+            ++depth;
+        }
+    }
+
+    function _verify(bytes32 root, uint256 index, bytes32 value, bytes32[] calldata proof) private pure returns (bool) {
+        bytes32 h = keccak256(abi.encodePacked(bytes1(0x00), index, value));
+        for (uint256 level = 0; level < proof.length; ++level) {
+            h = (index >> level) & 1 == 1
+                ? keccak256(abi.encodePacked(bytes1(0x01), proof[level], h))
+                : keccak256(abi.encodePacked(bytes1(0x01), h, proof[level]));
+        }
+        return h == root;
+    }
+
+    function _reachLeaf(bytes32 jobId, Dispute storage d) private {
+        d.phase = Phase.AwaitDraw;
+        uint64 seedBlock = uint64(block.number) + 1;
+        d.seedBlock = seedBlock;
+        d.deadline = 0;
+        emit LeafReached(jobId, d.a, d.digestA, d.digestB, seedBlock);
+    }
+
+    /// Stake-weighted sampling over all nodes but the two parties (their stake is skipped, not
+    /// rejected), without replacement by rejecting repeats: at most
+    /// DRAW_ATTEMPTS_PER_SEAT * committeeSize samples, so the committee may come out smaller than
+    /// `committeeSize` when few nodes (or a few very large stakes) are registered.
+    function _select(bytes32 seed, address prover, address challenger) private view returns (address[] memory out) {
+        uint256 m = committeeSize;
+        out = new address[](m);
+        uint256 count = 0;
+        if (stakes.eligibleStake(prover, challenger) == 0) {
+            assembly {
+                mstore(out, 0)
+            }
+            return out;
+        }
+        uint256 attempts = m * DRAW_ATTEMPTS_PER_SEAT;
+        for (uint256 t = 0; t < attempts && count < m; ++t) {
+            address node = stakes.sampleExcluding(uint256(keccak256(abi.encode(seed, t))), prover, challenger);
+            bool dup = false;
+            for (uint256 j = 0; j < count; ++j) {
+                if (out[j] == node) {
+                    dup = true;
+                    break;
+                }
+            }
+            if (dup) continue;
+            out[count++] = node;
+        }
+        assembly {
+            mstore(out, count)
+        }
+    }
+
+    function _record(bytes32 jobId, Dispute storage d, address voter, uint8 verdict) private {
+        if (verdict == 0 || verdict > VERDICT_DATA_UNAVAILABLE) revert BadVerdict(verdict);
+        uint8 ballot = _ballots[jobId][voter];
+        if (ballot == 0) revert NotMember(voter);
+        if (ballot != NOT_VOTED) revert AlreadyVoted(voter);
+        _ballots[jobId][voter] = verdict;
+        d.votesCast += 1;
+        if (verdict == VERDICT_WITHIN_TOLERANCE) d.tolerantVotes += 1;
+        else d.slashVotes += 1;
+        emit VoteCast(jobId, voter, verdict);
+    }
+
+    function _recover(bytes32 digest, bytes calldata sig) private pure returns (address signer) {
+        if (sig.length != 65) revert BadSignature();
+        bytes32 r = bytes32(sig[0:32]);
+        bytes32 s = bytes32(sig[32:64]);
+        uint8 v = uint8(sig[64]);
+        if (v < 27) v += 27;
+        if (uint256(s) > HALF_N || (v != 27 && v != 28)) revert BadSignature();
+        signer = ecrecover(digest, v, r, s);
+        if (signer == address(0)) revert BadSignature();
+    }
+
+    function _takeFee(bytes32 jobId) private returns (uint256 amount) {
+        amount = _fees[jobId].amount;
+        if (amount != 0) {
+            _fees[jobId].amount = 0;
+            totalFees -= amount;
+        }
+    }
+
+    function _credit(address account, uint256 amount) private {
+        if (amount == 0) return;
+        pending[account] += amount;
+        totalPending += amount;
+        emit Credited(account, amount);
+    }
+
+    /// Effects first (status, phase, totals, credits), then the registry calls for penalties.
+    function _settle(bytes32 jobId, Dispute storage d, Outcome outcome, Reason reason) private {
+        Result storage r = _results[jobId];
+        d.phase = Phase.Resolved;
+        d.outcome = outcome;
+        totalBonds -= uint256(proverBond) + challengerBond;
+        address payer = _fees[jobId].payer;
+        uint256 fee = _takeFee(jobId);
+        address winner;
+        if (outcome == Outcome.NoQuorum) {
+            r.status = Status.Voided;
+            _credit(r.prover, proverBond);
+            _credit(d.challenger, challengerBond);
+            _credit(payer, fee);
+        } else {
+            bool proverWon = outcome == Outcome.ProverWon;
+            winner = proverWon ? r.prover : d.challenger;
+            uint256 loserBond = proverWon ? challengerBond : proverBond;
+            uint256 paid = 0;
+            if (reason == Reason.Vote) paid = _payMajority(jobId, d, proverWon, loserBond);
+            if (proverWon) {
+                r.status = Status.Finalized;
+                _credit(winner, uint256(proverBond) + loserBond - paid + fee);
+            } else {
+                r.status = Status.Rejected;
+                _credit(winner, uint256(challengerBond) + loserBond - paid);
+                _credit(payer, fee);
+            }
+        }
+        emit DisputeResolved(jobId, outcome, reason, winner, d.slashVotes, d.tolerantVotes, d.votesCast);
+        if (reason == Reason.Vote) _penalizeNonVoters(jobId, winner == address(0) ? treasury : winner);
+    }
+
+    function _payMajority(bytes32 jobId, Dispute storage d, bool proverWon, uint256 loserBond)
+        private
+        returns (uint256 paid)
+    {
+        uint256 majority = proverWon ? d.tolerantVotes : d.slashVotes;
+        if (majority == 0) return 0;
+        uint256 share = (loserBond * voterRewardBps) / 10_000 / majority;
+        if (share == 0) return 0;
+        address[] storage committee = _committee[jobId];
+        mapping(address => uint8) storage ballots = _ballots[jobId];
+        for (uint256 i = 0; i < committee.length; ++i) {
+            uint8 b = ballots[committee[i]];
+            if (b == NOT_VOTED) continue;
+            if ((b == VERDICT_WITHIN_TOLERANCE) == proverWon) {
+                _credit(committee[i], share);
+                paid += share;
+            }
+        }
+    }
+
+    function _penalizeNonVoters(bytes32 jobId, address beneficiary) private {
+        if (nonVoterPenalty == 0) return;
+        address[] storage committee = _committee[jobId];
+        mapping(address => uint8) storage ballots = _ballots[jobId];
+        for (uint256 i = 0; i < committee.length; ++i) {
+            address member = committee[i];
+            if (ballots[member] != NOT_VOTED) continue;
+            uint256 taken = stakes.slash(member, nonVoterPenalty, beneficiary);
+            emit NonVoterPenalized(jobId, member, taken);
+        }
+    }
+}

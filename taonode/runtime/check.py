@@ -1,0 +1,164 @@
+"""Local checks: one op against its theoretical region, and ``locate`` over a claimed trace.
+
+Every op is judged on the trace's *own* inputs for that op (never on a re-executed prefix), so
+errors do not accumulate across ops and a fault is blamed on the op where it appears.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from taonode.protocol.votes import Verdict
+from taonode.runtime.bounds import reference_and_bound
+from taonode.runtime.execute import Trace, op_call_fp64, split_outputs
+from taonode.runtime.graph import Model, ModelError
+
+# Sorting huge tensors for percentiles is slow; above this many elements we use a
+# deterministic strided sample for p99/p99.9 (max and mean stay exact).
+_QUANTILE_SAMPLE = 1 << 22
+
+
+@dataclass(frozen=True)
+class ErrorStats:
+    """Statistics of ``r = |Y - Y_ref| / B`` over an op's output elements."""
+
+    max: float
+    p999: float
+    p99: float
+    mean: float
+    count: int
+
+    @staticmethod
+    def of(r: torch.Tensor) -> ErrorStats:
+        flat = r.reshape(-1).to(torch.float64)
+        if flat.numel() == 0:
+            return ErrorStats(0.0, 0.0, 0.0, 0.0, 0)
+        finite = torch.nan_to_num(flat, nan=float("inf"))
+        sample = (
+            finite
+            if finite.numel() <= _QUANTILE_SAMPLE
+            else finite[:: -(-finite.numel() // _QUANTILE_SAMPLE)]
+        )
+        ordered = torch.sort(sample).values
+
+        def pct(q: float) -> float:
+            return float(ordered[min(ordered.numel() - 1, int(q * ordered.numel()))])
+
+        return ErrorStats(
+            max=float(finite.max()),
+            p999=pct(0.999),
+            p99=pct(0.99),
+            mean=float(finite.mean()),
+            count=int(flat.numel()),
+        )
+
+
+@dataclass(frozen=True)
+class OpCheck:
+    index: int
+    name: str
+    target: str
+    verdict: Verdict
+    stats: ErrorStats
+    reason: str
+    worst_output: str
+    worst_element: int
+    """Flat index of the element with the largest ``r`` in ``worst_output``."""
+
+    @property
+    def theoretical_violation(self) -> bool:
+        return self.verdict is Verdict.THEORETICAL_VIOLATION
+
+
+def normalized_error(claimed: torch.Tensor, ref: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+    """``r = |Y - Y_ref| / B`` (0 where both sides are equal, ∞ on any non-finite mismatch)."""
+    y = claimed.to(ref.device, torch.float64) if ref.is_floating_point() else claimed.to(ref.device)
+    refd = ref.to(torch.float64)
+    diff = (y.to(torch.float64) - refd).abs()
+    same = (y.to(torch.float64) == refd) | (torch.isnan(y) & torch.isnan(refd))
+    r = torch.where(same, torch.zeros_like(diff), diff / bound.to(torch.float64))
+    # Unbounded elements (B = ∞) accept any finite value.
+    return torch.nan_to_num(
+        torch.where(torch.isinf(bound) & torch.isfinite(diff), 0.0, r), nan=float("inf")
+    )
+
+
+def check_op(
+    model: Model,
+    index: int,
+    inputs: Mapping[str, torch.Tensor],
+    claimed: Mapping[str, torch.Tensor],
+    device: str | torch.device = "cpu",
+) -> OpCheck:
+    """Judge op ``index``'s ``claimed`` outputs given its committed ``inputs`` (theoretical
+    region only; :mod:`taonode.runtime.profile` adds the empirical one)."""
+    op = model.ops[index]
+    missing = set(op.outputs) - set(claimed)
+    if missing:
+        raise ModelError(f"op {index} claimed outputs lack {sorted(missing)}")
+    target, args, kwargs = op_call_fp64(model, index, inputs, device)
+    ref, bound = reference_and_bound(target, args, kwargs)
+    refs = split_outputs(model, index, ref)
+    bounds = split_outputs(model, index, bound) if len(op.outputs) > 1 else {op.name: bound}
+    worst: tuple[float, str, int] = (-1.0, op.outputs[0], 0)
+    rs: list[torch.Tensor] = []
+    reason = ""
+    for name in op.outputs:
+        y, yr, b = claimed[name], refs[name], bounds[name]
+        if tuple(y.shape) != tuple(yr.shape):
+            reason = f"{name}: shape {tuple(y.shape)} != {tuple(yr.shape)}"
+            rs.append(torch.tensor([float("inf")]))
+            worst = (float("inf"), name, 0)
+            continue
+        if yr.is_floating_point() != y.is_floating_point() or (
+            y.is_floating_point() and y.dtype != torch.float32
+        ):
+            reason = f"{name}: dtype {y.dtype} where float32/{yr.dtype} is expected"
+            rs.append(torch.tensor([float("inf")]))
+            worst = (float("inf"), name, 0)
+            continue
+        r = normalized_error(y, yr, b)
+        rs.append(r.reshape(-1).cpu())
+        if r.numel():
+            m, pos = r.reshape(-1).max(dim=0)
+            if float(m) > worst[0]:
+                worst = (float(m), name, int(pos))
+    stats = ErrorStats.of(torch.cat(rs))
+    violated = stats.max > 1.0
+    if violated and not reason:
+        reason = f"{worst[1]}[{worst[2]}]: |Y - Y_ref| is {stats.max:.3g}x the bound"
+    return OpCheck(
+        index=index,
+        name=op.name,
+        target=op.target,
+        verdict=Verdict.THEORETICAL_VIOLATION if violated else Verdict.WITHIN_TOLERANCE,
+        stats=stats,
+        reason=reason,
+        worst_output=worst[1],
+        worst_element=worst[2],
+    )
+
+
+def check_trace(
+    model: Model, trace: Trace, device: str | torch.device = "cpu"
+) -> tuple[OpCheck, ...]:
+    """:func:`check_op` for every op, on the trace's own inputs of each op."""
+    return tuple(
+        check_op(model, i, trace.op_inputs(model, i), trace.op_outputs(model, i), device)
+        for i in range(model.num_ops)
+    )
+
+
+def locate(model: Model, trace: Trace, device: str | torch.device = "cpu") -> list[OpCheck]:
+    """Every op whose claimed output leaves the theoretical region (in op order)."""
+    return [c for c in check_trace(model, trace, device) if c.theoretical_violation]
+
+
+def unbounded_ops(model: Model) -> list[str]:
+    """Op types of ``model`` without a theoretical bound ("empirical only")."""
+    from taonode.runtime.bounds import has_bound
+
+    return sorted({op.target for op in model.ops if not has_bound(op.target)})

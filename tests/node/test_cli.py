@@ -1,0 +1,59 @@
+"""The command line as a user runs it: version, validate, bad usage and exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from taonode import __version__
+from taonode.cli import COMMANDS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _taonode(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "taonode", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_cli_version_succeeds() -> None:
+    result = _taonode("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"taonode {__version__}"
+
+
+def test_cli_config_validate_example_succeeds() -> None:
+    result = _taonode("config", "validate", "node.toml.example")
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+
+
+def test_cli_config_validate_bad_file_reverts(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[node]\ndata_dir = "d"\n[api]\nport = "http"\n')
+    result = _taonode("config", "validate", str(bad))
+    assert result.returncode == 2
+    assert f"{bad}: api.port: must be an integer" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_bad_usage_reverts() -> None:
+    for args in (("--role", "miner", "--config", "x"), ("--frobnicate",), ()):
+        result = _taonode(*args)
+        assert result.returncode == 2, args
+        assert "usage:" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_cli_lists_every_command_succeeds() -> None:
+    result = _taonode("--help")
+    assert result.returncode == 0
+    for name in COMMANDS:
+        assert name in result.stdout
