@@ -35,12 +35,15 @@ import structlog
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 from eth_tester.exceptions import TransactionFailed
+from eth_typing import ChecksumAddress, HexStr
 from eth_utils.abi import abi_to_signature, get_abi_input_names, get_abi_input_types
 from eth_utils.crypto import keccak
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from web3 import AsyncWeb3
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
+from web3.types import TxReceipt
 
+from taonode.chain.tx import ContractRevert, TxFailed, TxRequest, decode_revert
 from taonode.signer import Signer
 from taonode.store.state import (
     FINAL_TX,
@@ -453,6 +456,10 @@ class TxSender:
         await self.send(key, **kwargs)
         return await self.wait(key)
 
+    def transactor(self, key: str) -> KeyedTransactor:
+        """A bindings transactor that sends under the idempotency key ``key``."""
+        return KeyedTransactor(self, key)
+
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Poll receipts, confirm, replace and re-broadcast until ``stop`` is set."""
         stop = stop or asyncio.Event()
@@ -587,3 +594,47 @@ class TxSender:
 
 def _with(record: TxRecord, **changes: Any) -> TxRecord:
     return replace(record, **changes)
+
+
+class KeyedTransactor:
+    """The bindings' :class:`~taonode.chain.tx.Transactor`, sending through the journal.
+
+    One instance per idempotency key: ``coordinator.with_transactor(sender.transactor(
+    f"commit:{job}")).commit_result(…)``. ``send`` simulates, journals, broadcasts and waits
+    until the transaction is final; a revert in simulation raises the bindings'
+    :class:`~taonode.chain.tx.ContractRevert` (decoded against every TAO contract), a reverted
+    receipt :class:`~taonode.chain.tx.TxFailed`, a dropped one :class:`SenderError`. Needs
+    :meth:`TxSender.run` running.
+    """
+
+    def __init__(self, sender: TxSender, key: str) -> None:
+        self.sender = sender
+        self.key = key
+
+    @property
+    def address(self) -> ChecksumAddress:
+        return self.sender.address
+
+    async def send(self, tx: TxRequest) -> TxReceipt:
+        try:
+            await self.sender.send(
+                self.key,
+                to=tx.to,
+                data=tx.data,
+                value=tx.value,
+                gas=tx.gas,
+                kind=tx.label or None,
+            )
+        except SimulationReverted as exc:
+            raise (
+                decode_revert(exc.revert.data)
+                if exc.revert.data
+                else ContractRevert(exc.revert.name, tuple(exc.revert.args.values()))
+            ) from exc
+        record = await self.sender.wait(self.key)
+        if record.status is TxStatus.DROPPED or record.tx_hash is None:
+            raise SenderError(f"{self.key}: dropped ({record.error})")
+        receipt = await self.sender.w3.eth.get_transaction_receipt(HexStr(record.tx_hash))
+        if int(receipt["status"]) != 1:
+            raise TxFailed(receipt)
+        return receipt

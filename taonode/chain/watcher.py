@@ -34,6 +34,7 @@ from web3 import AsyncWeb3
 from web3._utils.events import get_event_data
 from web3.exceptions import Web3RPCError
 
+from taonode.chain.contract import ContractBinding, Event
 from taonode.store.state import Cursor, DeliveredLog, StateStore
 
 log = structlog.get_logger(__name__)
@@ -137,6 +138,29 @@ class AbiLogDecoder(Generic[E]):
         )
         factory = self._types.get(event.name)
         return factory(event) if factory else event
+
+
+class BindingLogDecoder:
+    """Decodes logs of deployed bindings into their generated event dataclasses.
+
+    ``BindingLogDecoder([contracts.stakes, contracts.coordinator])`` delivers e.g.
+    ``taonode.chain.bindings.coordinator.ResultCommitted`` instances.
+    """
+
+    def __init__(self, bindings: Sequence[ContractBinding]) -> None:
+        self._events: dict[tuple[str, str], type[Event]] = {}
+        for binding in bindings:
+            for topic, cls in binding.EVENTS.items():
+                self._events[(binding.address.lower(), "0x" + topic.hex())] = cls
+        self.addresses = [b.address for b in bindings]
+        self.topics = sorted({t for _, t in self._events})
+
+    def __call__(self, raw: Mapping[str, Any]) -> Event | None:
+        topics = raw.get("topics") or []
+        if not topics:
+            return None
+        cls = self._events.get((str(raw["address"]).lower(), _hex(topics[0])))
+        return None if cls is None else cls.decode(cast(Any, _as_log(raw)))
 
 
 def _hex(value: Any) -> str:
