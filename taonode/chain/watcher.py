@@ -223,10 +223,16 @@ def watcher_metrics(registry: CollectorRegistry) -> WatcherMetrics:
                 "taonode_watcher_block", "Last block delivered (cursor)", w, registry=registry
             ),
             lag=Gauge(
-                "taonode_watcher_lag_blocks", "Head minus cursor, in blocks", w, registry=registry
+                "taonode_chain_head_lag_blocks",
+                "Head minus cursor, in blocks",
+                w,
+                registry=registry,
             ),
             ready=Gauge(
-                "taonode_watcher_ready", "1 when the last poll succeeded", w, registry=registry
+                "taonode_chain_rpc_up",
+                "1 when the watcher's last poll succeeded",
+                w,
+                registry=registry,
             ),
             events=Counter(
                 "taonode_watcher_events",

@@ -124,7 +124,7 @@ async def test_watcher_confirmations_and_resume_succeeds(
         )
         == 3
     )
-    assert registry.get_sample_value("taonode_watcher_lag_blocks", {"watcher": "tao"}) == 2
+    assert registry.get_sample_value("taonode_chain_head_lag_blocks", {"watcher": "tao"}) == 2
 
     # A new watcher on the same store resumes from the cursor: no repeats, new events only.
     again, rec2 = make_watcher(chain, artifact, store, confirmations=0)
@@ -211,6 +211,7 @@ async def test_watcher_anvil_down_20s_resumes_without_loss_succeeds(
         node.stop()
         t0 = time.monotonic()
         assert await until(lambda: not watcher.ready, 10)  # /readyz false while the RPC is down
+        assert registry.get_sample_value("taonode_chain_rpc_up", {"watcher": "tao"}) == 0
         await asyncio.sleep(outage_s - (time.monotonic() - t0))
         assert not runner.done()  # no crash
         errors = registry.get_sample_value("taonode_watcher_rpc_errors_total", {"watcher": "tao"})
