@@ -196,3 +196,12 @@ def test_load_node_signer_checks_mode_before_password_reverts(tmp_path: Path) ->
     path.chmod(0o644)
     with pytest.raises(InsecureKeystoreError):
         load_node_signer(path, PasswordSource(env="UNSET_VAR_FOR_TEST"))
+
+
+def test_taonode_cli_keys_show_succeeds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from taonode.cli import main as taonode_main
+
+    path = tmp_path / "k.json"
+    address = create_keystore(path, "pw", private_key=KEY, scrypt_n=N)
+    assert taonode_main(["keys", "show", str(path)]) == EXIT_OK
+    assert capsys.readouterr().out.strip() == address
