@@ -284,6 +284,8 @@ class TxSender:
         self._sending: set[str] = set()  # journaled, first broadcast not returned yet
         self._held: dict[str, float] = {}  # at the fee cap since (clock)
         self._changed = asyncio.Condition()
+        self.ready = False
+        """True once started and while the last poll succeeded (``/readyz``)."""
         self._log = log.bind(sender=self.address)
 
     # -- start-up ------------------------------------------------------------------------------
@@ -304,6 +306,7 @@ class TxSender:
         self._next_nonce = max(chain_nonce, -1 if journal_max is None else journal_max + 1)
         self._log.info("sender_started", nonce=self._next_nonce, pending=len(self._pending))
         await self.poll_once()
+        self.ready = True
 
     @property
     def next_nonce(self) -> int:
@@ -466,9 +469,11 @@ class TxSender:
         while not stop.is_set():
             try:
                 await self.poll_once()
+                self.ready = True
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # RPC down or flapping: the journal keeps the state
+                self.ready = False
                 self.metrics.rpc_errors.inc()
                 level = "warning" if _is_rpc_down(exc) else "error"
                 getattr(self._log, level)("sender_poll_failed", error=repr(exc))

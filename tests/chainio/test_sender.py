@@ -381,6 +381,7 @@ async def test_run_survives_rpc_restart_that_lost_the_pool_succeeds(
                 break
             await asyncio.sleep(0.05)
         assert not runner.done()
+        assert not sender.ready
         errors = registry.get_sample_value("taonode_sender_rpc_errors_total")
         assert errors is not None
         assert errors >= 1
@@ -392,6 +393,7 @@ async def test_run_survives_rpc_restart_that_lost_the_pool_succeeds(
                 break
             await asyncio.sleep(0.05)
         record = await asyncio.wait_for(sender.wait("bump:1"), 10)
+        assert getattr(sender, "ready")  # noqa: B009 - mypy narrowed it to False above
         stop.set()
         await runner
         assert record.status is TxStatus.CONFIRMED
