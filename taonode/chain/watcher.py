@@ -6,7 +6,8 @@ subscription would only lower latency, and still needs this path to catch up aft
 Delivery is at-least-once and in chain order. A block is delivered once it is ``confirmations``
 blocks below the head; the cursor (block number + hash) advances in the state store only after
 every subscriber has handled the batch, so a crash or an RPC outage re-delivers, never skips.
-Subscribers must therefore be idempotent (key on ``(tx_hash, log_index)``).
+Subscribers must therefore be idempotent (key on ``(tx_hash, log_index)``); retractions are
+at-least-once too (a subscriber that fails mid-retraction sees the retraction again).
 
 Reorgs: each poll first checks that the cursor block's hash is still on the chain. If not, it
 walks back over the blocks it delivered events from (their hashes are stored) to the newest one
@@ -31,7 +32,9 @@ from hexbytes import HexBytes
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from web3 import AsyncWeb3
 from web3._utils.events import get_event_data
+from web3.exceptions import Web3RPCError
 
+from taonode.chain.contract import ContractBinding, Event
 from taonode.store.state import Cursor, DeliveredLog, StateStore
 
 log = structlog.get_logger(__name__)
@@ -137,6 +140,29 @@ class AbiLogDecoder(Generic[E]):
         return factory(event) if factory else event
 
 
+class BindingLogDecoder:
+    """Decodes logs of deployed bindings into their generated event dataclasses.
+
+    ``BindingLogDecoder([contracts.stakes, contracts.coordinator])`` delivers e.g.
+    ``taonode.chain.bindings.coordinator.ResultCommitted`` instances.
+    """
+
+    def __init__(self, bindings: Sequence[ContractBinding]) -> None:
+        self._events: dict[tuple[str, str], type[Event]] = {}
+        for binding in bindings:
+            for topic, cls in binding.EVENTS.items():
+                self._events[(binding.address.lower(), "0x" + topic.hex())] = cls
+        self.addresses = [b.address for b in bindings]
+        self.topics = sorted({t for _, t in self._events})
+
+    def __call__(self, raw: Mapping[str, Any]) -> Event | None:
+        topics = raw.get("topics") or []
+        if not topics:
+            return None
+        cls = self._events.get((str(raw["address"]).lower(), _hex(topics[0])))
+        return None if cls is None else cls.decode(cast(Any, _as_log(raw)))
+
+
 def _hex(value: Any) -> str:
     if isinstance(value, bytes | bytearray):
         return "0x" + bytes(value).hex()
@@ -197,10 +223,16 @@ def watcher_metrics(registry: CollectorRegistry) -> WatcherMetrics:
                 "taonode_watcher_block", "Last block delivered (cursor)", w, registry=registry
             ),
             lag=Gauge(
-                "taonode_watcher_lag_blocks", "Head minus cursor, in blocks", w, registry=registry
+                "taonode_chain_head_lag_blocks",
+                "Head minus cursor, in blocks",
+                w,
+                registry=registry,
             ),
             ready=Gauge(
-                "taonode_watcher_ready", "1 when the last poll succeeded", w, registry=registry
+                "taonode_chain_rpc_up",
+                "1 when the watcher's last poll succeeded",
+                w,
+                registry=registry,
             ),
             events=Counter(
                 "taonode_watcher_events",
@@ -229,6 +261,9 @@ def watcher_metrics(registry: CollectorRegistry) -> WatcherMetrics:
 
 
 Subscriber = Callable[[Delivery[Any]], Awaitable[None]]
+
+# How RPC providers word "this eth_getLogs query is too large" (geth, erigon, alchemy, infura…).
+_RANGE_ERRORS = ("range", "too many", "more than", "limit", "too large", "exceed")
 
 
 class SubscriberError(Exception):
@@ -259,6 +294,8 @@ class EventWatcher:
         self.start_block = start_block
         self.confirmations = max(0, confirmations)
         self.batch_blocks = batch_blocks
+        self._batch = batch_blocks
+        self._pruned_at = -1
         self.reorg_window = reorg_window
         self.poll_interval_s = poll_interval_s
         self.backoff_initial_s = backoff_initial_s
@@ -341,16 +378,26 @@ class EventWatcher:
         self._m_lag.set(max(0, head - done))
         if done >= target:
             return True
-        first, last = done + 1, min(target, done + self.batch_blocks)
+        first, last = done + 1, min(target, done + self._batch)
         last_hash = await self._block_hash(last)
-        logs = await self.w3.eth.get_logs(
-            {
-                "fromBlock": first,
-                "toBlock": last,
-                "address": cast(Any, list(self.decoder.addresses)),
-                "topics": cast(Any, [list(self.decoder.topics)]),
-            }
-        )
+        try:
+            logs = await self.w3.eth.get_logs(
+                {
+                    "fromBlock": first,
+                    "toBlock": last,
+                    "address": cast(Any, list(self.decoder.addresses)),
+                    "topics": cast(Any, [list(self.decoder.topics)]),
+                }
+            )
+        except Web3RPCError as exc:
+            # Public RPCs cap eth_getLogs by range or result count: halve and retry (and keep
+            # the smaller batch: a provider's limit does not change).
+            text = str(exc).lower()
+            if self._batch > 1 and any(m in text for m in _RANGE_ERRORS):
+                self._batch = max(1, self._batch // 2)
+                self._log.info("watcher_batch_shrunk", batch_blocks=self._batch)
+                return False
+            raise
         if last_hash is None or await self._block_hash(last) != last_hash:
             return False  # the chain moved under the query: retry from the same cursor
         raws = sorted((_raw(e) for e in logs), key=lambda r: (r["blockNumber"], r["logIndex"]))
@@ -369,8 +416,9 @@ class EventWatcher:
         await self.store.run(
             self.store.advance_cursor, Cursor(self.name, last, last_hash), delivered
         )
-        if last % 64 == 0:
+        if last - self._pruned_at >= 64:  # keep only what a reorg within the window can undo
             await self.store.run(self.store.prune_delivered, self.name, last - self.reorg_window)
+            self._pruned_at = last
         self._m_block.set(last)
         self._m_lag.set(max(0, head - last))
         return last >= target

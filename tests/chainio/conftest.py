@@ -16,20 +16,26 @@ from web3.providers.eth_tester import AsyncEthereumTesterProvider
 from web3.types import Wei
 
 from taonode.signer import LocalSigner
-from tests.chainio.chains import ANVIL, Anvil, Artifact, EthTesterRPC, compile_fixture
+from tests.chainio.chains import ANVIL, SOLC, Anvil, Artifact, EthTesterRPC, compile_fixture
 
-BACKENDS = ["eth_tester", "anvil"]
+BACKENDS = ["eth_tester", pytest.param("anvil", marks=pytest.mark.anvil)]
 
 
 @pytest.fixture(scope="session")
 def artifact() -> Artifact:
-    if not ANVIL.exists():
+    if not SOLC.exists():
         pytest.skip("contracts/node_modules missing: run `npm ci` in contracts/")
     return compile_fixture()
 
 
+def need_anvil() -> None:
+    if not ANVIL.exists():
+        pytest.skip("anvil missing: run `npm ci` in contracts/")
+
+
 @pytest.fixture
 def anvil(tmp_path: Path) -> Iterator[Anvil]:
+    need_anvil()
     node = Anvil(tmp_path)
     node.start()
     try:
@@ -89,6 +95,7 @@ async def chain(
     """The embedded chain (in-process eth-tester) or anvil, the test contract deployed."""
     node: Anvil | None = None
     if request.param == "anvil":
+        need_anvil()
         node = Anvil(tmp_path)
         node.start()
         w3: AsyncWeb3[Any] = AsyncWeb3(AsyncHTTPProvider(node.url))
@@ -111,6 +118,7 @@ async def rpc_chain(
     node: Anvil | None = None
     bridge: EthTesterRPC | None = None
     if request.param == "anvil":
+        need_anvil()
         node = Anvil(tmp_path)
         node.start()
         url = node.url

@@ -23,7 +23,7 @@ from taonode.chain.watcher import (
 )
 from taonode.store.state import StateStore
 from tests.chainio.chains import Anvil, Artifact
-from tests.chainio.conftest import Chain, close, deploy
+from tests.chainio.conftest import Chain, close, deploy, need_anvil
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ async def test_watcher_confirmations_and_resume_succeeds(
         )
         == 3
     )
-    assert registry.get_sample_value("taonode_watcher_lag_blocks", {"watcher": "tao"}) == 2
+    assert registry.get_sample_value("taonode_chain_head_lag_blocks", {"watcher": "tao"}) == 2
 
     # A new watcher on the same store resumes from the cursor: no repeats, new events only.
     again, rec2 = make_watcher(chain, artifact, store, confirmations=0)
@@ -181,12 +181,14 @@ async def test_watcher_reorg_shallower_than_confirmations_never_delivers_succeed
 
 
 @pytest.mark.slow
+@pytest.mark.anvil
 async def test_watcher_anvil_down_20s_resumes_without_loss_succeeds(
     artifact: Artifact, tmp_path: Path
 ) -> None:
     # The one long test: the issue asks for a 20 s outage, longer than the watcher's backoff
     # cap, so recovery after several failed polls at the cap is covered.
     outage_s = 20.0
+    need_anvil()
     node = Anvil(tmp_path)
     node.start()
     try:
@@ -209,6 +211,7 @@ async def test_watcher_anvil_down_20s_resumes_without_loss_succeeds(
         node.stop()
         t0 = time.monotonic()
         assert await until(lambda: not watcher.ready, 10)  # /readyz false while the RPC is down
+        assert registry.get_sample_value("taonode_chain_rpc_up", {"watcher": "tao"}) == 0
         await asyncio.sleep(outage_s - (time.monotonic() - t0))
         assert not runner.done()  # no crash
         errors = registry.get_sample_value("taonode_watcher_rpc_errors_total", {"watcher": "tao"})
@@ -262,4 +265,49 @@ async def test_watcher_subscriber_failure_redelivers_succeeds(
     cursor = store.get_cursor("tao")
     assert cursor is not None
     assert cursor.block_number == await chain.w3.eth.block_number
+    store.close()
+
+
+async def test_watcher_getlogs_range_limit_shrinks_batch_succeeds(
+    chain: Chain, artifact: Artifact, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from web3.exceptions import Web3RPCError
+
+    store = StateStore(tmp_path / "state.db")
+    watcher, rec = make_watcher(chain, artifact, store, confirmations=0, batch_blocks=64)
+    for i in range(1, 6):
+        await bump(chain, i)
+    real = chain.w3.eth.get_logs
+    spans: list[int] = []
+
+    async def capped(params: Any) -> Any:
+        # A provider that refuses ranges over 2 blocks, as public RPCs do at larger sizes.
+        span = int(params["toBlock"]) - int(params["fromBlock"]) + 1
+        spans.append(span)
+        if span > 2:
+            raise Web3RPCError("query exceeds max block range 2")
+        return await real(params)
+
+    monkeypatch.setattr(chain.w3.eth, "get_logs", capped)
+    await drain(watcher)
+    assert rec.ids() == [1, 2, 3, 4, 5]
+    assert max(spans) > 2
+    assert any(s <= 2 for s in spans)
+    store.close()
+
+
+async def test_watcher_prunes_delivered_logs_below_reorg_window_succeeds(
+    chain: Chain, artifact: Artifact, tmp_path: Path
+) -> None:
+    store = StateStore(tmp_path / "state.db")
+    watcher, rec = make_watcher(chain, artifact, store, confirmations=0, reorg_window=4)
+    await bump(chain, 1)
+    await mine(chain.w3, 70)
+    await bump(chain, 2)
+    await drain(watcher)
+    assert rec.ids() == [1, 2]
+    # Only the recent event is kept for retraction; the old one is beyond the window.
+    assert [d.payload["blockNumber"] for d in store.delivered_logs("tao")] == [
+        await chain.w3.eth.block_number
+    ]
     store.close()
