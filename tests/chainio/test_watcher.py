@@ -216,7 +216,7 @@ async def test_watcher_anvil_down_20s_resumes_without_loss_succeeds(
         assert not runner.done()  # no crash
         errors = registry.get_sample_value("taonode_watcher_rpc_errors_total", {"watcher": "tao"})
         assert errors is not None
-        assert errors >= 3
+        assert errors >= 2  # each failed poll includes web3's own ~4 s of connection retries
         node.start()
 
         for i in (4, 5):
