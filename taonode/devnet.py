@@ -22,7 +22,6 @@ from typing import Any, TextIO
 
 import aiohttp
 import torch
-from eth_hash.auto import keccak
 from prometheus_client import CollectorRegistry
 
 from taonode.api.app import ApiServer, build_app
@@ -36,9 +35,11 @@ from taonode.protocol.dispute import JobView, Outcome, ResultStatus
 from taonode.roles.assemble import RoleNode, RoleNodeSpec, build_role_node
 from taonode.roles.cheats import CHEATS, Cheat
 from taonode.roles.context import ServedModel
-from taonode.roles.judge import TheoreticalJudge
+from taonode.roles.judge import ProfileJudge
 from taonode.runtime.graph import Model, export
 from taonode.runtime.models.reference import REFERENCE_MODELS
+from taonode.runtime.profile import Profile, calibrate
+from taonode.runtime.variants import ALL_VARIANTS, get_variants
 from taonode.service import Component, ReadinessProbe, StartupError, supervise
 from taonode.signer import LocalSigner
 
@@ -99,10 +100,10 @@ class Scenario:
 
 
 # Deadlines are in blocks. The devnet mines a block every 0.25 s and every transaction mines
-# one more, so a window of 40 blocks lasts between ~4 s (busy) and 10 s (idle).
+# one more, so 40 blocks last between ~4 s (all scenarios busy) and 10 s (idle).
 DEVNET_PARAMS = DeployParams(
     challengeWindow=40,
-    moveTimeout=40,
+    moveTimeout=60,
     voteWindow=40,
     proverBond=ETHER,
     challengerBond=ETHER,
@@ -171,6 +172,12 @@ def _prepare_model(name: str, workdir: Path) -> tuple[Model, tuple[torch.Tensor,
     return model, example
 
 
+def _calibrate(model: Model, example: Sequence[torch.Tensor], k: int) -> Profile:
+    """The model's profile, from inputs the scenarios never use (seeds 0 and 1)."""
+    inputs = [_inputs_like(model, example, seed) for seed in (0, 1)]
+    return calibrate(model, inputs, get_variants(list(ALL_VARIANTS)), ks=(k,))
+
+
 def _inputs_like(
     model: Model, example: Sequence[torch.Tensor], seed: int
 ) -> dict[str, torch.Tensor]:
@@ -226,8 +233,15 @@ class Devnet:
             f"(coordinator {self.deployment.coordinator})"
         )
         model, example = await asyncio.to_thread(_prepare_model, opts.model, workdir)
-        judge = TheoreticalJudge(model)
-        profile_id = keccak(b"taonode/theoretical-profile/v1" + model.model_id)
+        calibrated = time.monotonic()
+        profile = await asyncio.to_thread(_calibrate, model, example, DEVNET_PARAMS.k)
+        self.say(
+            f"profile: calibrated on {len(profile.calibration_inputs)} inputs × "
+            f"{len(profile.variants)} execution variants in {time.monotonic() - calibrated:.1f}s "
+            f"(end-to-end threshold {profile.end_to_end_threshold():.2g})"
+        )
+        judge = ProfileJudge(model, profile, DEVNET_PARAMS.k)
+        profile_id = profile.profile_id
         contracts = Contracts.connect(chain.w3, self.deployment, transactor)
         await contracts.models.register_model(model.model_id, profile_id, f"devnet:{opts.model}")
         self.say(

@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds for all jobs")
     parser.add_argument("--workdir", type=Path, help="keep node data here (default: temporary)")
-    parser.add_argument("--log-level", dest="devnet_log_level", default="warning")
+    parser.add_argument("--log-level", dest="devnet_log_level", default="error")
     parser.set_defaults(func=_run)
 
 

@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
 from typing import Any
 
-from eth_utils.address import to_checksum_address
-from hexbytes import HexBytes
-
-from taonode.chain.bindings.coordinator import TaoCoordinator
 from taonode.chain.contract import Event
 from taonode.chain.sender import SimulationReverted, TxSender
 from taonode.chain.tx import TxRequest
-from taonode.chain.watcher import Delivery, EventWatcher
+from taonode.chain.watcher import BindingLogDecoder, Delivery, EventWatcher
 from taonode.roles.driver import FeedBatch, Settled
 from taonode.store.state import StateStore, TxRecord, TxStatus
 
@@ -56,32 +51,6 @@ class SenderAdapter:
         return record
 
 
-class BindingsDecoder:
-    """Decodes the coordinator's logs into the generated event dataclasses."""
-
-    def __init__(self, coordinator: TaoCoordinator) -> None:
-        self._events = dict(coordinator.EVENTS)
-        self.addresses: Sequence[str] = [coordinator.address]
-        self.topics: Sequence[str] = ["0x" + t.hex() for t in self._events]
-
-    def __call__(self, raw: Mapping[str, Any]) -> Event | None:
-        topics = raw.get("topics") or []
-        if not topics:
-            return None
-        cls = self._events.get(bytes(HexBytes(topics[0])))
-        if cls is None:
-            return None
-        log: Any = {
-            "address": to_checksum_address(raw["address"]),
-            "topics": [HexBytes(t) for t in topics],
-            "data": HexBytes(raw["data"]),
-            "blockNumber": int(raw["blockNumber"]),
-            "transactionHash": HexBytes(raw["transactionHash"]),
-            "logIndex": int(raw["logIndex"]),
-        }
-        return cls.decode(log)
-
-
 class WatcherFeed:
     """The driver's event feed over the watcher: deliveries, retractions and the chain head."""
 
@@ -89,7 +58,7 @@ class WatcherFeed:
         self,
         watcher: EventWatcher,
         store: StateStore,
-        decoder: BindingsDecoder,
+        decoder: BindingLogDecoder,
         poll_interval_s: float,
     ) -> None:
         self.watcher = watcher

@@ -21,13 +21,13 @@ from taonode.api.app import Route
 from taonode.chain.bindings.coordinator import TaoCoordinator
 from taonode.chain.deploy import Contracts, Deployment
 from taonode.chain.sender import ErrorDecoder, FeePolicy, TxSender
-from taonode.chain.watcher import EventWatcher
+from taonode.chain.watcher import BindingLogDecoder, EventWatcher
 from taonode.p2p.committee import CommitteeChannel
 from taonode.p2p.envelope import NodeRecord
 from taonode.p2p.node import P2PConfig, P2PNode
 from taonode.protocol import decisions as d
 from taonode.protocol.dispute import JobView
-from taonode.roles.adapters import BindingsDecoder, SenderAdapter, WatcherFeed
+from taonode.roles.adapters import SenderAdapter, WatcherFeed
 from taonode.roles.chain import ProtocolParams, read_params
 from taonode.roles.challenger import ChallengerService
 from taonode.roles.cheats import Cheat
@@ -189,7 +189,7 @@ async def build_role_node(
         registry=registry,
     )
     coordinator: TaoCoordinator = contracts.coordinator
-    decoder = BindingsDecoder(coordinator)
+    decoder = BindingLogDecoder([coordinator])
     watcher = EventWatcher(
         w3,
         store,

@@ -116,10 +116,14 @@ class ChallengerService:
         return served.judge.end_to_end_excess(claimed, own)
 
     async def _fetch(
-        self, frontier_digest: bytes, peers: Sequence[str], names: Sequence[str]
+        self,
+        frontier_digest: bytes,
+        peers: Sequence[str],
+        names: Sequence[str],
+        attempts: int | None = None,
     ) -> dict[str, torch.Tensor]:
         last: Exception | None = None
-        for attempt in range(self.fetch_attempts):
+        for attempt in range(attempts or self.fetch_attempts):
             try:
                 return await self.ctx.data.frontier(frontier_digest, peers, names)
             except (DataUnavailable, KeyError) as exc:
@@ -152,7 +156,12 @@ class ChallengerService:
         # Every bound frontier is fetched once, all at the same time (each serves as the end of
         # one sub-segment and the start of the next).
         fetched = await asyncio.gather(
-            *(self._fetch(digests[j], peers, model.frontiers[c]) for j, c in enumerate(bounds)),
+            # One attempt: a frontier the prover withholds during its own dispute is simply
+            # treated as the worst deviation, there is no time to spend on retries.
+            *(
+                self._fetch(digests[j], peers, model.frontiers[c], attempts=1)
+                for j, c in enumerate(bounds)
+            ),
             return_exceptions=True,
         )
         excesses: list[float] = []
