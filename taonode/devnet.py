@@ -36,7 +36,8 @@ from taonode.roles.assemble import RoleNode, RoleNodeSpec, build_role_node
 from taonode.roles.cheats import CHEATS, Cheat
 from taonode.roles.context import ServedModel
 from taonode.roles.judge import ProfileJudge
-from taonode.runtime.graph import Model, export
+from taonode.runtime.graph import Factory, Model, export
+from taonode.runtime.models import bert
 from taonode.runtime.models.reference import REFERENCE_MODELS
 from taonode.runtime.profile import Profile, calibrate
 from taonode.runtime.variants import ALL_VARIANTS, get_variants
@@ -166,8 +167,13 @@ class _Task:
         return True
 
 
+def devnet_models() -> dict[str, Factory]:
+    """The models a devnet can serve: the three reference models and MiniLM."""
+    return {**REFERENCE_MODELS, "minilm": bert.minilm}
+
+
 def _prepare_model(name: str, workdir: Path) -> tuple[Model, tuple[torch.Tensor, ...]]:
-    module, example = REFERENCE_MODELS[name]()
+    module, example = devnet_models()[name]()
     model = export(module, example, workdir / f"{name}.pt2")
     return model, example
 

@@ -11,8 +11,8 @@ from taonode.logs import configure_logging
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from taonode.devnet import devnet_models
     from taonode.roles.cheats import CHEATS
-    from taonode.runtime.models.reference import REFERENCE_MODELS
 
     parser = sub.add_parser(
         "devnet",
@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "cheating jobs; exit 0 only if every honest job finalized and every cheat was slashed",
     )
     parser.add_argument("--chain", choices=("embedded", "anvil"), default="embedded")
-    parser.add_argument("--model", choices=sorted(REFERENCE_MODELS), default="transformer")
+    parser.add_argument("--model", choices=sorted(devnet_models()), default="transformer")
     parser.add_argument("--challengers", type=int, default=2)
     parser.add_argument("--voters", type=int, default=5)
     parser.add_argument(
