@@ -84,6 +84,8 @@ def study_model(
     calib_s = time.perf_counter() - t0
     tests = [generate_inputs(model, 1000 + seed) for seed in range(held_out)]
     honest: dict[str, dict[str, Any]] = {}
+    r_honest: dict[str, list[float]] = defaultdict(list)
+    r_down: dict[str, list[float]] = defaultdict(list)
     for vname, variant in ALL_VARIANTS.items():
         fps = 0
         worst = 0.0
@@ -92,6 +94,8 @@ def study_model(
                 trace = run_traced(model, x, executor=variant)
             checks = check_trace_with_profile(model, trace, profile)
             fps += _first_bad(checks) is not None
+            for c in checks:
+                r_honest[c.target].append(c.stats.max)
             worst = max(
                 worst,
                 max(c.stats.max / max(profile.ops[c.index].threshold, 1e-300) for c in checks),
@@ -113,6 +117,8 @@ def study_model(
         first_ops: list[int] = []
         for x in tests:
             checks = check_trace_with_profile(model, d.run(model, x), profile)
+            if expected is not None:
+                r_down[checks[expected].target].append(checks[expected].stats.max)
             bad = _first_bad(checks)
             if bad is None:
                 continue
@@ -146,6 +152,8 @@ def study_model(
         "downgrades": caught,
         "tightness": tightness(profile),
         "adversary": adversary,
+        "r_honest": dict(r_honest),
+        "r_downgraded_at_start_op": dict(r_down),
     }
 
 
@@ -220,13 +228,63 @@ def _print(results: list[dict[str, Any]]) -> None:
             print(f"  {r['model']:12} {t:45} {s['median']:10.1f} {s['worst']:10.1f}")
 
 
+def plot(results: list[dict[str, Any]], directory: Path) -> list[Path]:
+    """PNG plots: r per op type (honest vs downgraded), tightness per op type."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    fig, axes = plt.subplots(len(results), 1, figsize=(10, 3.2 * len(results)), squeeze=False)
+    for ax, r in zip(axes[:, 0], results, strict=True):
+        types = sorted(set(r["r_honest"]) | set(r["r_downgraded_at_start_op"]))
+        for i, t in enumerate(types):
+            hv = [max(v, 1e-12) for v in r["r_honest"].get(t, [])]
+            dv = [max(v, 1e-12) for v in r["r_downgraded_at_start_op"].get(t, [])]
+            ax.scatter([i - 0.15] * len(hv), hv, s=8, c="tab:blue", alpha=0.5)
+            ax.scatter([i + 0.15] * len(dv), dv, s=12, c="tab:red", marker="x")
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(types)), [t.split(".")[1] for t in types], rotation=30, fontsize=7)
+        ax.set_ylabel("r = |Y-Yref|/B")
+        ax.set_title(f"{r['model']}: honest (blue) vs downgraded at its start op (red)")
+    fig.tight_layout()
+    path = directory / "r_distribution.png"
+    fig.savefig(path, dpi=110)
+    written.append(path)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(10, 4))
+    labels, med, worst = [], [], []
+    for r in results:
+        for t, s in r["tightness"].items():
+            labels.append(f"{r['model']}:{t.split('.')[1]}")
+            med.append(s["median"])
+            worst.append(s["worst"])
+    xs = range(len(labels))
+    ax.bar([x - 0.2 for x in xs], med, width=0.4, label="median")
+    ax.bar([x + 0.2 for x in xs], worst, width=0.4, label="worst")
+    ax.set_yscale("log")
+    ax.set_xticks(list(xs), labels, rotation=60, ha="right", fontsize=6)
+    ax.set_ylabel("theoretical bound / empirical threshold")
+    ax.legend()
+    fig.tight_layout()
+    path = directory / "tightness.png"
+    fig.savefig(path, dpi=110)
+    written.append(path)
+    plt.close(fig)
+    return written
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="TAO detection study")
     parser.add_argument("--models", nargs="+", default=list(FACTORIES), choices=list(FACTORIES))
-    parser.add_argument("--calib", type=int, default=3, help="calibration inputs per model")
+    parser.add_argument("--calib", type=int, default=4, help="calibration inputs per model")
     parser.add_argument("--held-out", type=int, default=2, help="held-out test inputs")
     parser.add_argument("--quick", action="store_true", help="transformer only, 1+1 inputs")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--plots", type=Path, help="also write PNG plots here (needs matplotlib)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     models, calib, held = args.models, args.calib, args.held_out
@@ -246,6 +304,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {args.out}")
+    if args.plots:
+        for path in plot(results, args.plots):
+            print(f"wrote {path}")
     return 0
 
 
