@@ -241,12 +241,14 @@ def plot(results: list[dict[str, Any]], directory: Path) -> list[Path]:
     for ax, r in zip(axes[:, 0], results, strict=True):
         types = sorted(set(r["r_honest"]) | set(r["r_downgraded_at_start_op"]))
         for i, t in enumerate(types):
-            hv = [max(v, 1e-12) for v in r["r_honest"].get(t, [])]
-            dv = [max(v, 1e-12) for v in r["r_downgraded_at_start_op"].get(t, [])]
+            # r = 0 (bit-exact) and r = ∞ (non-finite output) are drawn at the plot's edges.
+            hv = [min(max(v, 1e-9), 1e7) for v in r["r_honest"].get(t, [])]
+            dv = [min(max(v, 1e-9), 1e7) for v in r["r_downgraded_at_start_op"].get(t, [])]
             ax.scatter([i - 0.15] * len(hv), hv, s=8, c="tab:blue", alpha=0.5)
             ax.scatter([i + 0.15] * len(dv), dv, s=12, c="tab:red", marker="x")
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
         ax.set_yscale("log")
+        ax.set_ylim(5e-10, 2e7)
         ax.set_xticks(range(len(types)), [t.split(".")[1] for t in types], rotation=30, fontsize=7)
         ax.set_ylabel("r = |Y-Yref|/B")
         ax.set_title(f"{r['model']}: honest (blue) vs downgraded at its start op (red)")
