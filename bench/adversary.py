@@ -43,6 +43,7 @@ class AttackResult:
     successes: int
     metric: list[float]
     """Per sample: the logit margin change (CNN) or the cosine shift (MiniLM)."""
+    trace: Trace
 
 
 def _gradients(
@@ -107,9 +108,8 @@ def attack(
     accepted = all(c.verdict is Verdict.WITHIN_TOLERANCE for c in checks)
     out = trace.outputs(model)[0]
     hit = success(out, honest_out)
-    return AttackResult(
-        accepted, int(hit.numel()), int(hit.sum()) if accepted else 0, _metric(out, honest_out)
-    )
+    successes = int(hit.sum()) if accepted else 0
+    return AttackResult(accepted, int(hit.numel()), successes, _metric(out, honest_out), trace)
 
 
 def _metric(out: Tensor, honest: Tensor) -> list[float]:

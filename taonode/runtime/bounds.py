@@ -84,15 +84,40 @@ def _call(target: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return getattr(packet, overload)(*args, **kwargs)
 
 
-def _bound_scaled(k: float, floors: float = 1.0) -> Callable[[str], Rule]:
-    """Rule factory ``B = k·u·|Y_ref| + floors·FLOOR`` (correctly rounded / libm ops)."""
+def _tiny(ref: Tensor) -> Tensor:
+    """``FLOOR`` where a correctly rounded result may be subnormal or flushed, else 0.
+
+    An exact zero (``x - x``, ``0·y``, ``sin 0``) stays an exact zero in FP32: it gets no slack,
+    which matters when a later op multiplies it by a huge constant (``finfo.min`` masks).
+    """
+    a = ref.abs()
+    return torch.where((a > 0) & (a < 2.0**-125), FLOOR, 0.0).to(torch.float64)
+
+
+def _one_rounding(ref: Tensor) -> Tensor:
+    """Error of one correct rounding of the exact result ``ref``: 0 when ``ref`` is an FP32
+    number (a correctly rounded op returns it exactly), else ``u|ref|``; plus :func:`_tiny`."""
+    exact = ref == ref.to(torch.float32).to(ref.dtype)
+    return torch.where(exact, 0.0, U * ref.abs()).to(torch.float64) + _tiny(ref)
+
+
+def scalar_error(s: Any) -> float:
+    """``|s - fl32(s)|`` for a Python scalar operand (kernels round it to FP32 first)."""
+    if isinstance(s, bool) or not isinstance(s, int | float):
+        return 0.0
+    return abs(float(s) - float(torch.tensor(float(s), dtype=torch.float32)))
+
+
+def _bound_scaled(k: float) -> Callable[[str], Rule]:
+    """Rule factory ``B = k·u·|Y_ref|`` (+ FLOOR near underflow): correctly rounded and libm
+    element-wise ops."""
 
     def make(target: str) -> Rule:
         def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Tensor, Tensor]:
             ref = _call(target, args, kwargs)
             if not ref.is_floating_point():
                 return ref, _zero(ref)
-            return ref, k * U * ref.abs() + floors * FLOOR
+            return ref, k * U * ref.abs() + _tiny(ref)
 
         return rule
 
@@ -157,11 +182,29 @@ for _t in _EXACT_OPS + _EXACT_METADATA:
 
 # --- correctly rounded element-wise ops and libm functions ------------------------------------
 # Python scalars are rounded to FP32 before the kernel uses them: one more u per scalar.
-RULES["aten.to.dtype"] = _bound_scaled(1)("aten.to.dtype")
-RULES["aten._to_copy.default"] = _bound_scaled(1)("aten._to_copy.default")
-RULES["aten.clamp.default"] = _bound_scaled(1)("aten.clamp.default")
-RULES["aten.clamp_min.default"] = _bound_scaled(1)("aten.clamp_min.default")
-RULES["aten.clamp_max.default"] = _bound_scaled(1)("aten.clamp_max.default")
+
+
+def _single_rounding(target: str) -> Rule:
+    """Conversions and clamps: one correct rounding of the exact value (:func:`_one_rounding`:
+    exact for integers below 2^24, FP32 values and FP32-representable scalars)."""
+
+    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        ref = _call(target, args, kwargs)
+        if not ref.is_floating_point():
+            return ref, _zero(ref)
+        return ref, _one_rounding(ref)
+
+    return rule
+
+
+for _t in (
+    "aten.to.dtype",
+    "aten._to_copy.default",
+    "aten.clamp.default",
+    "aten.clamp_min.default",
+    "aten.clamp_max.default",
+):
+    RULES[_t] = _single_rounding(_t)
 RULES["aten.arange.default"] = _bound_scaled(2)("aten.arange.default")
 RULES["aten.arange.start"] = _bound_scaled(2)("aten.arange.start")
 RULES["aten.arange.start_step"] = _bound_scaled(3)("aten.arange.start_step")
@@ -169,8 +212,27 @@ RULES["aten.sqrt.default"] = _bound_scaled(1)("aten.sqrt.default")
 RULES["aten.rsqrt.default"] = _bound_scaled(2 * LIBM_ULP)("aten.rsqrt.default")
 for _name in ("exp", "sin", "cos", "tanh", "sigmoid", "erf", "log"):
     RULES[f"aten.{_name}.default"] = _bound_scaled(2 * LIBM_ULP)(f"aten.{_name}.default")
-RULES["aten.mul.Tensor"] = _bound_scaled(2)("aten.mul.Tensor")
-RULES["aten.mul.Scalar"] = _bound_scaled(2)("aten.mul.Scalar")
+
+
+def _mul(target: str) -> Rule:
+    """One rounding (:func:`_one_rounding`), plus the FP32 rounding of a Python scalar factor:
+    ``|x|·|s - fl(s)|``."""
+
+    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        ref = _call(target, args, kwargs)
+        if not ref.is_floating_point():
+            return ref, _zero(ref)
+        a, b = args[0], args[1]
+        bound = _one_rounding(ref)
+        if not isinstance(b, Tensor):
+            bound = bound + _abs(a) * scalar_error(b) * (1 + U)
+        return ref, bound
+
+    return rule
+
+
+RULES["aten.mul.Tensor"] = _mul("aten.mul.Tensor")
+RULES["aten.mul.Scalar"] = _mul("aten.mul.Scalar")
 # Division by a scalar is often multiplication by its FP32 reciprocal: 3 roundings.
 RULES["aten.div.Tensor"] = _bound_scaled(3)("aten.div.Tensor")
 RULES["aten.div.Scalar"] = _bound_scaled(3)("aten.div.Scalar")
@@ -183,7 +245,7 @@ def _silu(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Tensor, Tensor
     ``exp(-x)`` overflows FP32 and kernels return -0: the whole (tiny, < 2^-120) value is lost."""
     x = args[0]
     ref = F.silu(x)
-    bound = (2 * LIBM_ULP + 3) * U * ref.abs() + 2 * FLOOR
+    bound = (2 * LIBM_ULP + 3) * U * ref.abs() + 2 * _tiny(ref)
     return ref, torch.where(x < -87.0, ref.abs() + bound, bound)
 
 
@@ -194,13 +256,15 @@ def _addsub(target: str, sign: float) -> Rule:
             return ref, _zero(ref)
         a, b = args[0], args[1]
         alpha = kwargs.get("alpha", args[2] if len(args) > 2 else 1)
-        bound = U * ref.abs() + FLOOR
-        # alpha·b is rounded when alpha != 1 (or fused: the bound still holds); scalars are
-        # rounded to FP32 first.
-        if alpha != 1 or not isinstance(b, Tensor):
-            bound = bound + U * _abs(alpha) * _abs(b)
+        # One rounding (an exact zero stays exact: Sterbenz), the rounding of alpha·b when
+        # alpha != 1 (or fused: the bound still holds), and scalars' own rounding to FP32.
+        bound = _one_rounding(ref)
+        if alpha != 1:
+            bound = bound + U * _abs(alpha) * _abs(b) + scalar_error(alpha) * _abs(b)
+        if not isinstance(b, Tensor):
+            bound = bound + _abs(alpha) * scalar_error(b)
         if not isinstance(a, Tensor):
-            bound = bound + U * _abs(a)
+            bound = bound + scalar_error(a)
         return ref, bound * (1 + 2 * U)
 
     return rule

@@ -8,6 +8,7 @@ device (tested). It keeps every op output and does *no* hashing: commitments are
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -88,16 +89,20 @@ def _call(
     return executor(node.target, args, kwargs)
 
 
-def weights_on(
-    model: Model, device: torch.device, dtype: torch.dtype | None = None
-) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, t in model.weights.items():
-        t = t.to(device)
-        if dtype is not None and t.is_floating_point():
-            t = t.to(dtype)
-        out[name] = t
-    return out
+_DEVICE_WEIGHTS: weakref.WeakKeyDictionary[Model, dict[str, dict[str, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def weights_on(model: Model, device: torch.device) -> dict[str, Any]:
+    """The model's weights on ``device``, copied there once per (model, device)."""
+    if device.type == "cpu":
+        return dict(model.weights)
+    per_model = _DEVICE_WEIGHTS.setdefault(model, {})
+    key = str(device)
+    if key not in per_model:
+        per_model[key] = {name: t.to(device) for name, t in model.weights.items()}
+    return dict(per_model[key])
 
 
 def check_inputs(model: Model, inputs: Mapping[str, torch.Tensor]) -> None:

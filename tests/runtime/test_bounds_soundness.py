@@ -484,3 +484,17 @@ def test_bounds_model_sized_shapes_sound_succeeds(seed: int) -> None:
     args = (c, cw, cb, [1, 1], [1, 1])
     ys = [F.conv2d(*args), F.conv2d(c.to(memory_format=torch.channels_last), *args[1:])]
     assert_inside("aten.conv2d.default", args, {}, ys)
+
+
+def test_exact_results_get_no_slack_reverts() -> None:
+    """Exactly representable results (1 - 1, int -> float, x·1.0) admit no deviation: a
+    ``finfo.min`` mask multiplies any slack there into a huge score shift (found by the
+    bound-aware adversary)."""
+    m = torch.tensor([1, 1, 0])
+    assert r_max("aten.to.dtype", (m, torch.float32), {}, torch.tensor([1.0, 1 - 2**-24, 0.0])) > 1
+    one = torch.tensor([1.0, 1.0, 0.0])
+    assert r_max("aten.rsub.Scalar", (one, 1.0), {}, torch.tensor([2.0**-30, 0.0, 1.0])) > 1
+    assert r_max("aten.rsub.Scalar", (one, 1.0), {}, torch.tensor([0.0, 0.0, 1.0])) == 0
+    fmin = torch.finfo(torch.float32).min
+    z = torch.tensor([0.0, 1.0])
+    assert r_max("aten.mul.Tensor", (z, fmin), {}, torch.tensor([-(2.0**-126), fmin])) > 1
