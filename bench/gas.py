@@ -153,10 +153,10 @@ async def run_dispute(chain: LocalChain, num_ops: int, k: int, m: int) -> list[R
             f"challenge..resolve, {rnd} rounds; target <= {TARGET_DISPUTE:,}",
         )
     )
-    rows.append(Row("withdraw", gas(await c[CHALLENGER].coordinator.withdraw())))
-    await c[FIRST_VOTER + 1].stakes.unbond(ETHER)
+    rows.append(Row("withdraw (coordinator)", gas(await c[CHALLENGER].coordinator.withdraw())))
+    rows.append(Row("unbond", gas(await c[FIRST_VOTER + 1].stakes.unbond(ETHER))))
     await chain.mine(params.unbondDelay)
-    rows.append(Row("unbond+withdraw (stake)", gas(await c[FIRST_VOTER + 1].stakes.withdraw())))
+    rows.append(Row("withdraw (stake)", gas(await c[FIRST_VOTER + 1].stakes.withdraw())))
     return rows
 
 
