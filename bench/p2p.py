@@ -77,6 +77,9 @@ async def _spawn_voters(tmp: Path, agg: P2PNode, n: int) -> list[PeerProc]:
 
 async def vote_rounds(tmp: Path, agg: P2PNode, n: int, rounds: int) -> dict[str, Any]:
     voters = await _spawn_voters(tmp, agg, n)
+    channel = CommitteeChannel(agg)
+    await channel.start()
+    await asyncio.sleep(1.5)  # a heartbeat: the vote topic's mesh includes the aggregator
     try:
         addrs = [(await v.cmd("info"))["address"] for v in voters]
         quorum = n // 2 + 1
@@ -86,7 +89,7 @@ async def vote_rounds(tmp: Path, agg: P2PNode, n: int, rounds: int) -> dict[str,
             dispute = os.urandom(32)
             # "Leaf reached": the aggregator and every voter learn the committee at once.
             t0 = time.perf_counter()
-            async with CommitteeChannel(agg).join(dispute, addrs) as rnd:
+            async with channel.join(dispute, addrs) as rnd:
                 sends = [
                     v.cmd("vote", dispute=dispute.hex(), members=addrs, verdict=3) for v in voters
                 ]
@@ -99,7 +102,7 @@ async def vote_rounds(tmp: Path, agg: P2PNode, n: int, rounds: int) -> dict[str,
             else:
                 failures += 1
             await asyncio.gather(*(v.cmd("leave", dispute=dispute.hex()) for v in voters))
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(2)  # rounds do not overlap: re-broadcasts of this one drain
         return {
             "voters": n,
             "quorum": quorum,
@@ -110,6 +113,7 @@ async def vote_rounds(tmp: Path, agg: P2PNode, n: int, rounds: int) -> dict[str,
             "max_ms": max(times) * 1000 if times else None,
         }
     finally:
+        await channel.stop()
         await asyncio.gather(*(v.terminate() for v in voters))
 
 

@@ -68,6 +68,7 @@ class Peer:
         self.received: dict[str, list[tuple[str, int, float]]] = defaultdict(list)
         self.blobs = blobs.blobs
         self.rounds: dict[bytes, CommitteeRound] = {}
+        self.channel = CommitteeChannel(node)  # a voter joins the vote topic at start-up
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def _pump(self, topic: str) -> None:
@@ -93,6 +94,13 @@ class Peer:
                 "peer_id": node.peer_id,
                 "addrs": node.listen_addrs,
                 "address": node.signer.address,
+            }
+        if op == "mesh":  # diagnostics: the router's view of a topic
+            ps = node._pubsub
+            return {
+                "mesh": len(ps.router.mesh.get(cmd["topic"], ())),
+                "topic_peers": len(ps.peer_topics.get(cmd["topic"], ())),
+                "peers": len(await node.peers()),
             }
         if op == "peers":
             return {"peers": await node.peers()}
@@ -122,22 +130,18 @@ class Peer:
             return {"metrics": out}
         if op == "committee":
             dispute = bytes.fromhex(cmd["dispute"])
-            node.set_committee(dispute, set(cmd["members"]))
-            if cmd.get("channel"):
-                rnd = CommitteeChannel(node).join(dispute, cmd["members"])
-                await rnd.__aenter__()
-                self.rounds[dispute] = rnd
-            else:
-                self._spawn(self._pump(TopicKinds.votes(dispute)))
+            rnd = self.channel.join(dispute, cmd["members"])
+            await rnd.__aenter__()
+            self.rounds[dispute] = rnd
             return {}
         if op == "vote":
-            # "Leaf reached": join the dispute's channel and cast at once (the bench's round).
+            # "Leaf reached": join the dispute and cast at once (the bench's round).
             dispute = bytes.fromhex(cmd["dispute"])
-            rnd = CommitteeChannel(node).join(dispute, cmd["members"])
+            rnd = self.channel.join(dispute, cmd["members"])
             await rnd.__aenter__()
             self.rounds[dispute] = rnd
             await rnd.cast(Verdict(cmd["verdict"]))
-            return {}
+            return {"cast_at": time.time()}
         if op == "cast":
             rnd = self.rounds[bytes.fromhex(cmd["dispute"])]
             await rnd.cast(Verdict(cmd["verdict"]))
@@ -182,7 +186,7 @@ class Peer:
         stale = seal(signer, topic, result_msg(3), now_ms=int(time.time() * 1000) - 3_600_000)
         replay = seal(signer, topic, result_msg(4))
         sig = sign_vote_with(signer, self.domain, dispute, Verdict.WITHIN_TOLERANCE)
-        vote_topic = TopicKinds.votes(dispute)
+        vote_topic = TopicKinds.VOTES
         nonmember = seal(signer, vote_topic, VoteMessage(dispute, 3, sig))
         for data in (bytes(forged), schema, huge, stale, replay, replay):
             await node.publish_bytes(topic, data)
@@ -223,6 +227,7 @@ async def amain(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)  # signals only set the stop event
     await node.start()
+    await peer.channel.start()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
 
@@ -256,8 +261,7 @@ async def amain(args: argparse.Namespace) -> int:
     cmd_task.cancel()
     for t in list(peer.tasks):
         t.cancel()
-    for rnd in list(peer.rounds.values()):
-        await rnd.__aexit__(None, None, None)
+    await peer.channel.stop()
     await node.stop()
     others = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
     sys.stderr.write(f"threads after stop: {others}\n")
