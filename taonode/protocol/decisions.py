@@ -121,13 +121,18 @@ class GossipVote:
 
 @dataclass(frozen=True)
 class SubmitVotes:
-    """Voter: submit the collected EIP-712 votes in one transaction."""
+    """Voter: submit the collected EIP-712 votes not yet on chain in one transaction.
+
+    Keyed by how many votes are on chain already, so a submission that lost a race (another
+    member's landed first) is followed by one for the votes still missing.
+    """
 
     job_id: bytes
+    on_chain: int = 0
 
     @property
     def key(self) -> str:
-        return f"votes:{_hex(self.job_id)}"
+        return f"votes:{_hex(self.job_id)}:{self.on_chain}"
 
 
 @dataclass(frozen=True)
@@ -275,8 +280,8 @@ def voter_decide(
         if head >= dispute.deadline - direct_vote_margin:
             return [DirectVote(job.job_id, verdict)]
         actions: list[Action] = [GossipVote(job.job_id, verdict)]
-        if collected >= quorum:
-            actions.append(SubmitVotes(job.job_id))
+        if collected >= quorum and collected > len(dispute.votes):
+            actions.append(SubmitVotes(job.job_id, len(dispute.votes)))
         return actions
     return _housekeeping(job, head)
 

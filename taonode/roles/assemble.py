@@ -258,15 +258,20 @@ async def build_role_node(
                 lambda job, head: d.challenger_decide(job, me, head, ch.assessment(job.job_id)),
             )
         )
+    channel: CommitteeChannel | None = None
     if "voter" in spec.roles:
         stake = spec.voter_stake_wei if spec.register_voter else None
+        channel = CommitteeChannel(p2p)
         voter = VoterService(
             ctx,
             store,
-            CommitteeChannel(p2p),
+            channel,
             kick,
             register_stake=stake,
             peer_record=(p2p.peer_id.encode(), list(spec.listen)),
+            # Vote directly with a third of the window left if the gossiped vote is not on
+            # chain by then (gossip drops messages under load).
+            direct_vote_margin=max(3, params.vote_window // 3),
         )
         services.append(voter)
         handlers[d.Adjudicate] = voter.adjudicate
@@ -300,6 +305,7 @@ async def build_role_node(
         _Closing("state", None, close_store),
         _Closing("p2p", p2p.start, p2p.stop, lambda: p2p.running),
         peers,
+        *([_Closing("committee", channel.start, channel.stop)] if channel is not None else []),
         _Lifecycle("sender", sender),
         _Lifecycle("watcher", watcher, start=False),
         compute,

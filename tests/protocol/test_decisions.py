@@ -159,8 +159,13 @@ def test_full_dispute_reaches_leaf_and_vote_succeeds(num_ops: int, choose: int) 
     ]
     assert voter_decide(job, me, head, Verdict.EMPIRICAL_VIOLATION, 3, 3, 3) == [
         GossipVote(JOB, Verdict.EMPIRICAL_VIOLATION),
-        SubmitVotes(JOB),
+        SubmitVotes(JOB, 0),
     ]
+    # One vote already landed: a new submission (new key) carries the missing ones.
+    with_one = apply(job, VoteCast(JOB, VOTERS[1], 2, head))
+    (_, again) = voter_decide(with_one, me, head, Verdict.EMPIRICAL_VIOLATION, 3, 3, 3)
+    assert again == SubmitVotes(JOB, 1)
+    assert again.key != SubmitVotes(JOB, 0).key
     # Close to the deadline without its vote on chain, the member votes directly.
     assert voter_decide(job, me, head + 17, Verdict.EMPIRICAL_VIOLATION, 1, 3, 3) == [
         DirectVote(JOB, Verdict.EMPIRICAL_VIOLATION)
