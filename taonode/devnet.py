@@ -172,19 +172,19 @@ def devnet_models() -> dict[str, Factory]:
     return {**REFERENCE_MODELS, "minilm": bert.minilm}
 
 
-def _prepare_model(name: str, workdir: Path) -> tuple[Model, tuple[torch.Tensor, ...]]:
+def prepare_model(name: str, workdir: Path) -> tuple[Model, tuple[torch.Tensor, ...]]:
     module, example = devnet_models()[name]()
     model = export(module, example, workdir / f"{name}.pt2")
     return model, example
 
 
-def _calibrate(model: Model, example: Sequence[torch.Tensor], k: int) -> Profile:
+def calibrate_profile(model: Model, example: Sequence[torch.Tensor], k: int) -> Profile:
     """The model's profile, from inputs the scenarios never use (seeds 0 and 1)."""
-    inputs = [_inputs_like(model, example, seed) for seed in (0, 1)]
+    inputs = [inputs_like(model, example, seed) for seed in (0, 1)]
     return calibrate(model, inputs, get_variants(list(ALL_VARIANTS)), ks=(k,))
 
 
-def _inputs_like(
+def inputs_like(
     model: Model, example: Sequence[torch.Tensor], seed: int
 ) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
@@ -238,9 +238,9 @@ class Devnet:
             f"chain: {opts.chain}, contracts deployed at block {self.deployment.block} "
             f"(coordinator {self.deployment.coordinator})"
         )
-        model, example = await asyncio.to_thread(_prepare_model, opts.model, workdir)
+        model, example = await asyncio.to_thread(prepare_model, opts.model, workdir)
         calibrated = time.monotonic()
-        profile = await asyncio.to_thread(_calibrate, model, example, DEVNET_PARAMS.k)
+        profile = await asyncio.to_thread(calibrate_profile, model, example, DEVNET_PARAMS.k)
         self.say(
             f"profile: calibrated on {len(profile.calibration_inputs)} inputs × "
             f"{len(profile.variants)} execution variants in {time.monotonic() - calibrated:.1f}s "
@@ -319,7 +319,7 @@ class Devnet:
         # Let the mesh form and the voters register before the first job.
         await self._wait_registered()
         for seed, scenario in enumerate(self.scenarios):
-            inputs = _inputs_like(model, example, seed + 100)
+            inputs = inputs_like(model, example, seed + 100)
             scenario.started = time.monotonic()
             try:
                 if scenario.cheat is None:

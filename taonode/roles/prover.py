@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 import torch
 from aiohttp import web
+from torch import fx
 
 from taonode.api.app import Route, json_error
 from taonode.api.tensors import (
@@ -32,8 +34,8 @@ from taonode.roles.context import RoleContext, ServedModel
 from taonode.roles.driver import Settled
 from taonode.roles.jobdata import LocalBlobs, store_trace
 from taonode.runtime.commit import commit
-from taonode.runtime.execute import Trace, run_traced
-from taonode.runtime.graph import ModelError
+from taonode.runtime.execute import Trace, check_inputs, run_traced
+from taonode.runtime.graph import Model, ModelError
 from taonode.runtime.merkle import merkle_proof
 from taonode.store.state import Job, StateStore
 
@@ -108,8 +110,15 @@ class ProverService:
         if cheat is not None:
             self.job_cheats[job_id] = cheat
         model = cheat.model(served.model) if cheat is not None else served.model
+        check_inputs(served.model, inputs)
+        check_token_ids(served.model, inputs)
         started = time.perf_counter()
-        trace = await self.ctx.compute.inference.submit(run_traced, model, inputs, self.ctx.device)
+        try:
+            trace = await self.ctx.compute.inference.submit(
+                run_traced, model, inputs, self.ctx.device
+            )
+        except IndexError as exc:  # an index op the pre-flight checks do not know about
+            raise ModelError(f"an input indexes out of range: {exc}") from None
         seconds = time.perf_counter() - started
         self.ctx.metrics.inference_seconds.observe(seconds)
         outputs = {name: trace.values[name] for name in served.model.outputs}
@@ -297,6 +306,30 @@ class ProverService:
                 value = job.data[key]
                 body[key] = "0x" + value if isinstance(value, str) and key != "commit_tx" else value
         return web.json_response(body)
+
+
+def check_token_ids(model: Model, inputs: Mapping[str, torch.Tensor]) -> None:
+    """Refuse token ids outside the vocabulary of an embedding that reads them directly.
+
+    Checked before the forward pass: on CPU an out-of-range index raises ``IndexError``, but on
+    CUDA it is a device-side assert that poisons the whole context for every later job.
+    """
+    for op, body in zip(model.ops, model.closures, strict=True):
+        if op.target != "aten.embedding.default":
+            continue
+        node = body[-1]
+        weight, index = node.args[0], node.args[1]
+        if not (isinstance(weight, fx.Node) and isinstance(index, fx.Node)):
+            continue
+        if weight.name not in model.weights or index.name not in inputs:
+            continue
+        ids = inputs[index.name]
+        vocab = int(model.weights[weight.name].shape[0])
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+            raise ModelError(
+                f"input {index.name}: token ids must lie in [0, {vocab}), "
+                f"got [{int(ids.min())}, {int(ids.max())}]"
+            )
 
 
 def _bytes32(text: str) -> bytes:

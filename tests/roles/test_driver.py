@@ -1,0 +1,219 @@
+"""The protocol driver over a scripted event feed (a test double at the feed boundary; the real
+watcher feed is exercised end to end by the devnet test). The policies are the real role
+decisions; the handlers record what the driver asked them to do."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+from eth_typing import ChecksumAddress
+from prometheus_client import CollectorRegistry
+from web3 import Web3
+
+from taonode.chain.bindings import coordinator as co
+from taonode.chain.contract import Event
+from taonode.protocol import decisions as d
+from taonode.protocol.dispute import JobView, ResultStatus
+from taonode.roles.driver import FeedBatch, Handler, ProtocolDriver, Settled
+from taonode.roles.metrics import RoleMetrics
+
+PROVER: ChecksumAddress = Web3.to_checksum_address("0x" + "11" * 20)
+COORDINATOR: ChecksumAddress = Web3.to_checksum_address("0x" + "cc" * 20)
+JOB_A = b"\xaa" * 32
+JOB_B = b"\xbb" * 32
+WINDOW_END = 10
+
+
+class ScriptedFeed:
+    """An in-memory event feed: a fixed history, then whatever batches the test pushes."""
+
+    def __init__(self, history: Sequence[Event] = ()) -> None:
+        self._history = list(history)
+        self.queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+
+    async def history(self) -> list[Event]:
+        return list(self._history)
+
+    async def next_batch(self) -> FeedBatch:
+        return await self.queue.get()
+
+
+def committed(job_id: bytes, block: int, log_index: int = 0) -> co.ResultCommitted:
+    return co.ResultCommitted(
+        address=COORDINATOR,
+        block_number=block,
+        tx_hash=bytes([block]) * 32,
+        log_index=log_index,
+        job_id=job_id,
+        prover=PROVER,
+        model_id=b"\x01" * 32,
+        profile_id=b"\x02" * 32,
+        input_digest=b"\x03" * 32,
+        output_digest=b"\x04" * 32,
+        trace_root=b"\x05" * 32,
+        num_ops=8,
+        window_end=WINDOW_END,
+    )
+
+
+def finalized(job_id: bytes, block: int, log_index: int = 0) -> co.ResultFinalized:
+    return co.ResultFinalized(
+        address=COORDINATOR,
+        block_number=block,
+        tx_hash=bytes([block]) * 32,
+        log_index=log_index,
+        job_id=job_id,
+        prover=PROVER,
+        fee=0,
+    )
+
+
+class Recorder:
+    """A Finalize handler that fails, settles or succeeds as scripted, and counts its calls."""
+
+    def __init__(self, script: Sequence[str] = ()) -> None:
+        self.script = list(script)
+        self.calls: list[tuple[bytes, int]] = []
+        self.driver: ProtocolDriver | None = None
+
+    async def __call__(self, action: d.Finalize) -> None:
+        assert self.driver is not None
+        self.calls.append((action.job_id, self.driver.state.head))
+        outcome = self.script.pop(0) if self.script else "ok"
+        if outcome == "fail":
+            raise RuntimeError("transient RPC failure")
+        if outcome == "settled":
+            raise Settled("the chain moved on")
+
+
+def make_driver(feed: ScriptedFeed, recorder: Recorder) -> ProtocolDriver:
+    handler: Handler = recorder.__call__
+    driver = ProtocolDriver(
+        feed,
+        [("prover", lambda job, head: d.prover_decide(job, PROVER, head))],
+        {d.Finalize: handler},
+        RoleMetrics(CollectorRegistry()),
+        move_timeout=20,
+    )
+    recorder.driver = driver
+    return driver
+
+
+async def until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    for _ in range(int(timeout_s / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached in time")
+
+
+async def settle(driver: ProtocolDriver) -> None:
+    """Let every started action and the step it schedules afterwards run."""
+    for _ in range(3):
+        await driver.idle()
+        await asyncio.sleep(0.02)
+
+
+def status(driver: ProtocolDriver, job_id: bytes) -> ResultStatus:
+    view: JobView | None = driver.state.views.get(job_id)
+    assert view is not None
+    return view.status
+
+
+async def test_driver_restart_rebuilds_views_from_history_succeeds() -> None:
+    feed = ScriptedFeed([committed(JOB_A, 3), committed(JOB_B, 4), finalized(JOB_B, 12)])
+    recorder = Recorder()
+    driver = make_driver(feed, recorder)
+    await driver.start()
+    assert len(driver.state.raw) == 3
+    assert status(driver, JOB_A) is ResultStatus.PENDING
+    assert status(driver, JOB_B) is ResultStatus.FINALIZED
+    # The rebuilt view drives the same decision as before the restart: only the open job is
+    # finalized once its window has passed; the closed one is left alone.
+    driver.ingest(FeedBatch(head=WINDOW_END + 1))
+    started = driver.step()
+    assert started == [d.Finalize(JOB_A)]
+    await settle(driver)
+    assert recorder.calls == [(JOB_A, WINDOW_END + 1)]
+
+
+async def test_driver_reorg_retraction_refolds_views_succeeds() -> None:
+    feed = ScriptedFeed()
+    recorder = Recorder()
+    driver = make_driver(feed, recorder)
+    await driver.start()
+    commit_a, final_a, commit_b = committed(JOB_A, 3), finalized(JOB_A, 12), committed(JOB_B, 5)
+    driver.ingest(FeedBatch(head=12, events=[commit_a, commit_b, final_a]))
+    assert status(driver, JOB_A) is ResultStatus.FINALIZED
+    # The block holding the finalization is reorged out: the event goes, job A is open again.
+    driver.ingest(FeedBatch(head=11, retracted=[final_a]))
+    assert final_a not in driver.state.raw
+    assert driver.state.raw == [commit_a, commit_b]
+    assert status(driver, JOB_A) is ResultStatus.PENDING
+    assert status(driver, JOB_B) is ResultStatus.PENDING
+    assert driver.state.head == 11
+    # Retracting the commitment itself removes the job's view altogether.
+    driver.ingest(FeedBatch(head=11, retracted=[commit_b]))
+    assert JOB_B not in driver.state.views
+    assert set(driver.state.views) == {JOB_A}
+
+
+async def test_driver_failed_action_retried_on_next_head_only_succeeds() -> None:
+    feed = ScriptedFeed([committed(JOB_A, 3)])
+    recorder = Recorder(["fail", "fail", "ok"])
+    driver = make_driver(feed, recorder)
+    await driver.start()
+    runner = asyncio.create_task(driver.run())
+    try:
+        await feed.queue.put(FeedBatch(head=WINDOW_END + 1))
+        await until(lambda: len(recorder.calls) == 1)
+        await settle(driver)
+        # The failure schedules another step, and kicks re-run the decisions, but the same
+        # head never starts the failed action again.
+        driver.kick()
+        driver.kick()
+        await settle(driver)
+        assert recorder.calls == [(JOB_A, WINDOW_END + 1)]
+        # Heads that repeat (no new block) do not retry either.
+        await feed.queue.put(FeedBatch(head=WINDOW_END + 1))
+        await settle(driver)
+        assert len(recorder.calls) == 1
+        await feed.queue.put(FeedBatch(head=WINDOW_END + 2))
+        await until(lambda: len(recorder.calls) == 2)
+        await feed.queue.put(FeedBatch(head=WINDOW_END + 3))
+        await until(lambda: len(recorder.calls) == 3)
+        await settle(driver)
+        # Done now: later heads leave it alone.
+        for head in range(WINDOW_END + 4, WINDOW_END + 8):
+            await feed.queue.put(FeedBatch(head=head))
+        await until(lambda: feed.queue.empty())
+        await settle(driver)
+        assert [head for _, head in recorder.calls] == [
+            WINDOW_END + 1,
+            WINDOW_END + 2,
+            WINDOW_END + 3,
+        ]
+        assert driver.ready()
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_driver_settled_action_not_retried_succeeds() -> None:
+    feed = ScriptedFeed([committed(JOB_A, 3)])
+    recorder = Recorder(["settled"])
+    driver = make_driver(feed, recorder)
+    await driver.start()
+    runner = asyncio.create_task(driver.run())
+    try:
+        for head in range(WINDOW_END + 1, WINDOW_END + 6):
+            await feed.queue.put(FeedBatch(head=head))
+            await until(lambda: feed.queue.empty())
+            await settle(driver)
+        assert recorder.calls == [(JOB_A, WINDOW_END + 1)]
+        # A job the chain has not closed is still in view; the driver simply has nothing to do.
+        assert status(driver, JOB_A) is ResultStatus.PENDING
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
