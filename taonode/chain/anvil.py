@@ -110,6 +110,11 @@ class AnvilChain:
         raise AnvilError(f"anvil not ready on port {self.port} after {ready_timeout}s")
 
     @property
+    def pid(self) -> int:
+        """The anvil process (tests pause it with SIGSTOP to take the RPC away)."""
+        return self._proc.pid
+
+    @property
     def w3(self) -> AsyncWeb3[Any]:
         return self._w3
 
