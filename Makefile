@@ -36,7 +36,7 @@ tools: .tools/usr/bin/promtool
 	rm -rf .tools/deb
 
 demo: venv node
-	$(BIN)/taonode --role voter --config node.toml.example --log-format console
+	$(BIN)/taonode devnet
 
 lint: venv
 	$(BIN)/ruff check taonode tests bench

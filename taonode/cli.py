@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error"), help="minimum log level"
     )
+    # Tests and local networks only (refused unless the chain id is a local one).
+    parser.add_argument("--unsafe-cheat", help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
         module = importlib.import_module(f"taonode.commands.{name}")
@@ -81,4 +83,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         roles=tuple(args.roles) if args.roles else None,
         log_format=args.log_format,
         log_level=args.log_level,
+        cheat=args.unsafe_cheat,
     )

@@ -62,9 +62,9 @@ def _check_rpc(value: str) -> str | None:
     if value == "embedded":
         return None
     url = urlparse(value)
-    if url.scheme in ("http", "https", "ws", "wss") and url.netloc:
+    if url.scheme in ("http", "https") and url.netloc:
         return None
-    return 'must be "embedded" or an http(s):// or ws(s):// URL'
+    return 'must be "embedded" or an http(s):// URL'
 
 
 def _check_multiaddr(value: str) -> str | None:
@@ -87,6 +87,7 @@ def _check_env_name(value: str) -> str | None:
 @dataclass(frozen=True)
 class NodeSection:
     data_dir: Path = _spec(path=True, doc="folder for the state store, blobs, keys and the lock")
+    models_dir: Path | None = _spec(default=None, path=True, doc="default: <data_dir>/models")
     roles: tuple[Role, ...] = _spec(default=(), doc="roles to run unless --role is given")
     name: str = _spec(default="taonode", doc="name used in logs and metrics")
     shutdown_stage_timeout_s: float = _spec(default=10.0, min=0.1, max=300.0)
@@ -140,7 +141,6 @@ class ComputeSection:
 
 @dataclass(frozen=True)
 class ProverSection:
-    models_dir: Path | None = _spec(default=None, path=True)
     max_queue: int = _spec(default=64, min=1, max=100_000)
 
 

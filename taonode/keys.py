@@ -206,3 +206,13 @@ def load_signer(path: Path, password: str) -> LocalSigner:
                     f"keystore {path} decrypts to {signer.address}, not its recorded address"
                 )
     return signer
+
+
+def load_node_signer(keystore: Path, password: PasswordSource) -> LocalSigner:
+    """Start-up path for ``[chain] keystore`` + password file/env: one clear error or a signer.
+
+    The permission check runs before the password is read, so a world-readable keystore is
+    refused even when the password source is broken too.
+    """
+    check_permissions(keystore)
+    return load_signer(keystore, password.read())

@@ -22,7 +22,13 @@ from taonode.datadir import DataDirError, DataDirLock
 from taonode.exitcodes import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 from taonode.logs import LogFormat, configure_logging, get_logger
 from taonode.metrics import LoopLagMonitor, NodeMetrics
+from taonode.roles.assemble import RoleNode, RoleNodeSpec, build_role_node
+from taonode.roles.cheats import CHEATS, Cheat
 from taonode.service import Component, ReadinessProbe, StartupError, supervise
+from taonode.wiring import ChainParts, connect_chain, load_served, models_dir
+
+LOCAL_CHAIN_IDS = frozenset({31337, 131277322940537})
+"""anvil's and eth-tester's chain ids: the only chains a devnet cheat may run on."""
 
 
 class Node:
@@ -34,18 +40,64 @@ class Node:
         self.metrics = NodeMetrics(self.registry, config.node.roles)
         self.started_at = time.time()
         self.components: list[Component] = []
+        self.routes: list[Route] = []
+        self.role_node: RoleNode | None = None
+        self.cheat: Cheat | None = None
         if config.metrics.enabled:
             self.components.append(LoopLagMonitor(self.metrics, config.metrics.loop_lag_interval_s))
         self.readiness = ReadinessProbe([])
-        routes: list[Route] = []
-        app = build_app(routes, self.readiness, self.registry, self.status)
-        self.api = ApiServer(app, config.api.host, config.api.port)
+        self.api: ApiServer | None = None
+        self.metrics.ready.set_function(lambda: float(self.readiness.ready()))
+
+    async def assemble(self) -> None:
+        """Builds the role stack (when the node has roles), then the API server."""
+        if self.config.node.roles:
+            parts = await connect_chain(self.config)
+            spec = await self._role_spec(parts)
+            self.role_node = await build_role_node(spec, parts.w3, self.registry)
+            self.components.extend(parts.components)
+            self.components.extend(self.role_node.components)
+            self.routes.extend(self.role_node.routes)
+        app = build_app(self.routes, self.readiness, self.registry, self.status)
+        self.api = ApiServer(app, self.config.api.host, self.config.api.port)
         # The API starts last so /readyz never answers before the others exist, and stops first
         # so no new request arrives while the rest shuts down.
         self.components.append(self.api)
         for component in self.components:
             self.readiness.add(component)
-        self.metrics.ready.set_function(lambda: float(self.readiness.ready()))
+
+    async def _role_spec(self, parts: ChainParts) -> RoleNodeSpec:
+        config = self.config
+        _, served = load_served(config, parts.deployment.params.k)
+        if not served:
+            get_logger("taonode.node").warning(
+                "no models: this node can register and watch, but not prove, check or judge",
+                models_dir=str(models_dir(config)),
+            )
+        head = int(await parts.w3.eth.block_number)
+        return RoleNodeSpec(
+            name=config.node.name,
+            roles=frozenset(config.node.roles),
+            data_dir=config.node.data_dir,
+            signer=parts.signer,
+            deployment=parts.deployment,
+            models=served,
+            device=config.compute.device,
+            threads=config.compute.threads,
+            max_queue=config.prover.max_queue,
+            sample_rate=config.challenger.sample_rate,
+            listen=config.p2p.listen,
+            bootstrap=config.p2p.bootstrap,
+            p2p_key_file=config.p2p.key_file,
+            confirmations=config.chain.confirmations,
+            poll_interval_s=config.chain.poll_interval_s,
+            tx_timeout_s=config.chain.tx_timeout_s,
+            max_fee_wei=int(config.chain.max_fee_gwei * 10**9),
+            voter_stake_wei=int(config.voter.stake_eth * 10**18),
+            register_voter=config.voter.auto_register,
+            cheat=self.cheat,
+            start_block=min(head, parts.deployment.block),
+        )
 
     def status(self) -> dict[str, Any]:
         states = self.readiness.states()
@@ -65,6 +117,7 @@ class Node:
         log = get_logger("taonode.node", node=self.config.node.name)
         budget = self.config.node.shutdown_stage_timeout_s
         try:
+            await self.assemble()
             result = await supervise(
                 self.components, stop, start_timeout_s=60.0, stop_timeout_s=budget
             )
@@ -81,13 +134,15 @@ class Node:
         return EXIT_OK
 
 
-async def _serve(config: NodeConfig) -> int:
+async def _serve(config: NodeConfig, cheat: Cheat | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        return await Node(config).run(stop)
+        node = Node(config)
+        node.cheat = cheat
+        return await node.run(stop)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
@@ -98,6 +153,7 @@ def run_daemon(
     roles: Sequence[str] | None,
     log_format: str | None,
     log_level: str | None,
+    cheat: str | None = None,
 ) -> int:
     try:
         config = load_config(config_path)
@@ -109,6 +165,18 @@ def run_daemon(
     if roles:
         chosen: tuple[Role, ...] = tuple(r for r in ("prover", "challenger", "voter") if r in roles)
         config = config.with_roles(chosen)
+    chosen_cheat: Cheat | None = None
+    if cheat is not None:
+        # Only for tests and local networks: a cheating prover on a public chain would just
+        # lose its bonds, but it must never be one typo away.
+        if config.chain.chain_id not in LOCAL_CHAIN_IDS or cheat not in CHEATS:
+            print(
+                f"taonode: --unsafe-cheat {cheat} is refused (local chains only: "
+                f"{sorted(LOCAL_CHAIN_IDS)}; known: {', '.join(CHEATS)})",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        chosen_cheat = CHEATS[cheat]
     fmt: LogFormat = "console" if (log_format or config.log.format) == "console" else "json"
     configure_logging(fmt, log_level or config.log.level)
     log = get_logger("taonode.node", node=config.node.name)
@@ -125,6 +193,6 @@ def run_daemon(
             roles=list(config.node.roles),
             config=str(config.source),
         )
-        return asyncio.run(_serve(config))
+        return asyncio.run(_serve(config, chosen_cheat))
     finally:
         lock.release()

@@ -192,17 +192,31 @@ contract StakeRegistry {
     function sample(uint256 r) external view returns (address) {
         uint256 total = totalStake;
         if (total == 0) revert NoStake();
-        uint256 target = r % total;
-        uint256 pos = 0;
-        for (uint256 step = maxNodes; step != 0; step >>= 1) {
-            uint256 next = pos + step;
-            uint256 w = _tree[next];
-            if (w <= target) {
-                pos = next;
-                target -= w;
-            }
+        return _find(r % total);
+    }
+
+    /// @notice Active stake not held by `x` or `y`.
+    function eligibleStake(address x, address y) public view returns (uint256) {
+        uint256 wx = _nodes[x].stake;
+        uint256 wy = x == y ? 0 : _nodes[y].stake;
+        return totalStake - wx - wy;
+    }
+
+    /// @notice Stake-weighted sampling over every node but `x` and `y` (the dispute's parties):
+    /// `r mod eligibleStake` is mapped past the parties' stake ranges, so their stake can
+    /// neither be drawn nor crowd out the others. O(log maxNodes).
+    function sampleExcluding(uint256 r, address x, address y) external view returns (address) {
+        uint256 avail = eligibleStake(x, y);
+        if (avail == 0) revert NoStake();
+        uint256 t = r % avail;
+        (uint256 sx, uint256 wx) = _range(x);
+        (uint256 sy, uint256 wy) = x == y ? (0, 0) : _range(y);
+        if (wy != 0 && (wx == 0 || sy < sx)) {
+            (sx, wx, sy, wy) = (sy, wy, sx, wx);
         }
-        return nodeAt[pos + 1];
+        if (wx != 0 && t >= sx) t += wx;
+        if (wy != 0 && t >= sy) t += wy;
+        return _find(t);
     }
 
     function nodeInfo(address node)
@@ -232,6 +246,30 @@ contract StakeRegistry {
         if (peerId.length > MAX_PEER_BYTES || addrs.length > MAX_ADDRS) revert PeerRecordTooLarge();
         for (uint256 i = 0; i < addrs.length; ++i) {
             if (bytes(addrs[i]).length > MAX_PEER_BYTES) revert PeerRecordTooLarge();
+        }
+    }
+
+    /// The smallest index whose prefix sum exceeds `target` (target < totalStake).
+    function _find(uint256 target) private view returns (address) {
+        uint256 pos = 0;
+        for (uint256 step = maxNodes; step != 0; step >>= 1) {
+            uint256 next = pos + step;
+            uint256 w = _tree[next];
+            if (w <= target) {
+                pos = next;
+                target -= w;
+            }
+        }
+        return nodeAt[pos + 1];
+    }
+
+    /// [start, start + stake) is `node`'s slice of the stake line; (0, 0) when it has none.
+    function _range(address node) private view returns (uint256 start, uint256 weight) {
+        Node storage n = _nodes[node];
+        weight = n.stake;
+        if (weight == 0) return (0, 0);
+        for (uint256 i = n.index - 1; i != 0; i -= i & (~i + 1)) {
+            start += _tree[i];
         }
     }
 

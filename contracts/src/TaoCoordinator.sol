@@ -94,8 +94,10 @@ contract TaoCoordinator {
         uint8 slashVotes;
         uint8 tolerantVotes;
         Outcome outcome;
+        uint96 ballots; // 3 bits per committee seat: 0 = no vote, else the verdict
         bytes32 digestA; // frontier digest at a (inputs of the segment)
         bytes32 digestB; // frontier digest at b (outputs of the segment)
+        bytes32 cutsHash; // keccak256 of the interior cut digests of the current round
     }
 
     uint8 public constant VERDICT_THEORETICAL_VIOLATION = 1;
@@ -103,6 +105,7 @@ contract TaoCoordinator {
     uint8 public constant VERDICT_WITHIN_TOLERANCE = 3;
     uint8 public constant VERDICT_DATA_UNAVAILABLE = 4;
     uint8 private constant NOT_VOTED = 255;
+    uint256 private constant BALLOT_BITS = 3;
     uint256 public constant MAX_COMMITTEE = 32;
     uint256 public constant DRAW_ATTEMPTS_PER_SEAT = 4;
 
@@ -130,14 +133,14 @@ contract TaoCoordinator {
     mapping(bytes32 => Result) private _results;
     mapping(bytes32 => Fee) private _fees;
     mapping(bytes32 => Dispute) private _disputes;
-    mapping(bytes32 => bytes32[]) private _cutDigests;
     mapping(bytes32 => address[]) private _committee;
-    mapping(bytes32 => mapping(address => uint8)) private _ballots;
     mapping(address => uint256) public pending;
 
-    uint256 public totalBonds;
-    uint256 public totalFees;
-    uint256 public totalPending;
+    // Accounting totals, stored plus one so that no write is a zero-to-nonzero store (the first
+    // commit on a fresh deployment would otherwise pay 20k gas more). Read them via the views.
+    uint256 private _bondsPlusOne = 1;
+    uint256 private _feesPlusOne = 1;
+    uint256 private _pendingPlusOne = 1;
 
     bool private transient _locked;
 
@@ -197,9 +200,11 @@ contract TaoCoordinator {
     error WrongProofLength(uint256 given, uint256 expected);
     error BadProof(uint256 cut);
     error BadIndex(uint256 index);
+    error WrongCutDigests();
     error SeedNotReady(uint64 seedBlock);
     error BadVerdict(uint8 verdict);
     error NotMember(address voter);
+    error BadSeat(uint256 seat);
     error AlreadyVoted(address voter);
     error BadSignature();
     error LengthMismatch();
@@ -261,7 +266,7 @@ contract TaoCoordinator {
             revert ProfileMismatch(modelId, profileId);
         }
         _results[jobId] = Result(msg.sender, numOps, uint40(block.number), Status.Pending, traceRoot);
-        totalBonds += msg.value;
+        _bondsPlusOne += msg.value;
         emit ResultCommitted(
             jobId,
             msg.sender,
@@ -284,7 +289,7 @@ contract TaoCoordinator {
         if (_fees[jobId].amount != 0) revert AlreadyFunded(jobId);
         if (msg.value == 0 || msg.value > type(uint96).max) revert BadAmount();
         _fees[jobId] = Fee(msg.sender, uint96(msg.value));
-        totalFees += msg.value;
+        _feesPlusOne += msg.value;
         emit JobFunded(jobId, msg.sender, msg.value);
     }
 
@@ -296,7 +301,7 @@ contract TaoCoordinator {
         uint64 windowEnd = uint64(r.commitBlock) + challengeWindow;
         if (block.number <= windowEnd) revert WindowOpen(windowEnd);
         r.status = Status.Finalized;
-        totalBonds -= proverBond;
+        _bondsPlusOne -= proverBond;
         uint256 fee = _takeFee(jobId);
         emit ResultFinalized(jobId, r.prover, fee);
         _credit(r.prover, proverBond + fee);
@@ -314,7 +319,7 @@ contract TaoCoordinator {
         if (msg.value != challengerBond) revert WrongBond(msg.value, challengerBond);
         if (msg.sender == r.prover) revert SelfChallenge();
         r.status = Status.Disputed;
-        totalBonds += msg.value;
+        _bondsPlusOne += msg.value;
         Dispute storage d = _disputes[jobId];
         d.challenger = msg.sender;
         d.a = 0;
@@ -348,13 +353,7 @@ contract TaoCoordinator {
             d.digestB = digests[1];
             first = 2;
         }
-        bytes32[] storage stored = _cutDigests[jobId];
-        uint256 interior = cutList.length - first;
-        for (uint256 i = 0; i < interior; ++i) {
-            if (i < stored.length) stored[i] = digests[first + i];
-            else stored.push(digests[first + i]);
-        }
-        while (stored.length > interior) stored.pop();
+        d.cutsHash = keccak256(abi.encodePacked(digests[first:]));
         emit ProverMoved(jobId, d.round, d.a, d.b, cutList, digests, d.deadline);
         if (d.b - d.a == 1) {
             _reachLeaf(jobId, d); // N == 1: the first move only binds the ends
@@ -365,7 +364,10 @@ contract TaoCoordinator {
     }
 
     /// @notice The challenger's move: pick sub-segment `index` of the current segment.
-    function challengerMove(bytes32 jobId, uint256 index) external {
+    /// `cutDigests` repeats the interior cut digests of the prover's last move (from its
+    /// ProverMoved event, without the two end digests of the first move); only their hash is
+    /// stored.
+    function challengerMove(bytes32 jobId, uint256 index, bytes32[] calldata cutDigests) external {
         Dispute storage d = _disputes[jobId];
         _expectPhase(d, Phase.ChallengerMove);
         if (msg.sender != d.challenger) revert NotParty(msg.sender);
@@ -373,11 +375,13 @@ contract TaoCoordinator {
         uint256 b = d.b;
         uint256 s = _numSub(a, b);
         if (index >= s) revert BadIndex(index);
-        bytes32[] storage stored = _cutDigests[jobId];
+        if (cutDigests.length != s - 1 || keccak256(abi.encodePacked(cutDigests)) != d.cutsHash) {
+            revert WrongCutDigests();
+        }
         uint256 na = a + (index * (b - a)) / s;
         uint256 nb = a + ((index + 1) * (b - a)) / s;
-        if (index != 0) d.digestA = stored[index - 1];
-        if (index != s - 1) d.digestB = stored[index];
+        if (index != 0) d.digestA = cutDigests[index - 1];
+        if (index != s - 1) d.digestB = cutDigests[index];
         d.a = uint32(na);
         d.b = uint32(nb);
         uint8 round = d.round;
@@ -422,10 +426,8 @@ contract TaoCoordinator {
         Result storage r = _results[jobId];
         address[] memory members = _select(keccak256(abi.encode(h, jobId)), r.prover, d.challenger);
         address[] storage committee = _committee[jobId];
-        mapping(address => uint8) storage ballots = _ballots[jobId];
         for (uint256 i = 0; i < members.length; ++i) {
             committee.push(members[i]);
-            ballots[members[i]] = NOT_VOTED;
         }
         d.size = uint8(members.length);
         d.phase = Phase.Voting;
@@ -434,16 +436,24 @@ contract TaoCoordinator {
         emit CommitteeDrawn(jobId, members, deadline);
     }
 
-    /// @notice A member's own vote.
-    function vote(bytes32 jobId, uint8 verdict) external {
+    /// @notice A member's own vote; `seat` is its position in `committeeOf(jobId)`.
+    function vote(bytes32 jobId, uint8 seat, uint8 verdict) external {
         Dispute storage d = _disputes[jobId];
         _expectVoting(d);
-        _record(jobId, d, msg.sender, verdict);
+        _record(jobId, d, seat, msg.sender, verdict);
     }
 
     /// @notice Submits members' EIP-712 votes (signature = r ‖ s ‖ v, 65 bytes); anyone may call.
-    function submitVotes(bytes32 jobId, uint8[] calldata verdicts, bytes[] calldata signatures) external {
-        if (verdicts.length != signatures.length || verdicts.length == 0) revert LengthMismatch();
+    /// `seats[i]` is the signer's position in `committeeOf(jobId)`.
+    function submitVotes(
+        bytes32 jobId,
+        uint8[] calldata seats,
+        uint8[] calldata verdicts,
+        bytes[] calldata signatures
+    ) external {
+        if (verdicts.length != signatures.length || seats.length != verdicts.length || verdicts.length == 0) {
+            revert LengthMismatch();
+        }
         Dispute storage d = _disputes[jobId];
         _expectVoting(d);
         if (verdicts.length > d.size) revert LengthMismatch();
@@ -451,7 +461,7 @@ contract TaoCoordinator {
         for (uint256 i = 0; i < verdicts.length; ++i) {
             bytes32 structHash = keccak256(abi.encode(VOTE_TYPEHASH, jobId, verdicts[i]));
             bytes32 digest = keccak256(abi.encodePacked(hex"1901", domain, structHash));
-            _record(jobId, d, _recover(digest, signatures[i]), verdicts[i]);
+            _record(jobId, d, seats[i], _recover(digest, signatures[i]), verdicts[i]);
         }
     }
 
@@ -473,7 +483,7 @@ contract TaoCoordinator {
         uint256 amount = pending[msg.sender];
         if (amount == 0) revert NothingToWithdraw();
         pending[msg.sender] = 0;
-        totalPending -= amount;
+        _pendingPlusOne -= amount;
         emit Withdrawn(msg.sender, amount);
         (bool ok,) = msg.sender.call{value: amount}("");
         if (!ok) revert TransferFailed();
@@ -534,9 +544,19 @@ contract TaoCoordinator {
         return _expectedCuts(d);
     }
 
-    /// @notice The interior cut digests of the current round (posted by the prover).
-    function cutDigests(bytes32 jobId) external view returns (bytes32[] memory) {
-        return _cutDigests[jobId];
+    /// @notice Open bonds held (prover and challenger bonds of unsettled results).
+    function totalBonds() external view returns (uint256) {
+        return _bondsPlusOne - 1;
+    }
+
+    /// @notice Escrowed fees of unsettled results.
+    function totalFees() external view returns (uint256) {
+        return _feesPlusOne - 1;
+    }
+
+    /// @notice Credits waiting to be withdrawn.
+    function totalPending() external view returns (uint256) {
+        return _pendingPlusOne - 1;
     }
 
     function committeeOf(bytes32 jobId) external view returns (address[] memory) {
@@ -545,12 +565,30 @@ contract TaoCoordinator {
 
     /// @notice 0: not a member; 255: member without a vote; else the verdict.
     function ballotOf(bytes32 jobId, address voter) external view returns (uint8) {
-        return _ballots[jobId][voter];
+        address[] storage committee = _committee[jobId];
+        uint256 ballots = _disputes[jobId].ballots;
+        for (uint256 i = 0; i < committee.length; ++i) {
+            if (committee[i] == voter) {
+                uint8 b = uint8((ballots >> (i * BALLOT_BITS)) & 7);
+                return b == 0 ? NOT_VOTED : b;
+            }
+        }
+        return 0;
     }
 
     /// @notice Merkle proof length (siblings) for a trace of `numOps` ops (N + 1 leaves).
     function proofLength(uint32 numOps) external pure returns (uint256) {
         return _depth(numOps);
+    }
+
+    /// @notice Checks a trace Merkle proof (DESIGN §2 encoding), exactly as the prover's move does.
+    function verifyProof(bytes32 root, uint256 index, bytes32 value, bytes32[] calldata proof)
+        external
+        pure
+        returns (bool)
+    {
+        if (proof.length < 256 && index >> proof.length != 0) return false;
+        return _verify(root, index, value, proof);
     }
 
     /// @notice The committee `drawCommittee` would pick for `seed` (exposed for audits and tests).
@@ -625,14 +663,15 @@ contract TaoCoordinator {
         emit LeafReached(jobId, d.a, d.digestA, d.digestB, seedBlock);
     }
 
-    /// Stake-weighted sampling without replacement by rejection: at most
-    /// DRAW_ATTEMPTS_PER_SEAT * committeeSize samples; the parties and repeats are skipped, so the
-    /// committee may come out smaller than `committeeSize` when little stake is registered.
+    /// Stake-weighted sampling over all nodes but the two parties (their stake is skipped, not
+    /// rejected), without replacement by rejecting repeats: at most
+    /// DRAW_ATTEMPTS_PER_SEAT * committeeSize samples, so the committee may come out smaller than
+    /// `committeeSize` when few nodes (or a few very large stakes) are registered.
     function _select(bytes32 seed, address prover, address challenger) private view returns (address[] memory out) {
         uint256 m = committeeSize;
         out = new address[](m);
         uint256 count = 0;
-        if (stakes.totalStake() == 0) {
+        if (stakes.eligibleStake(prover, challenger) == 0) {
             assembly {
                 mstore(out, 0)
             }
@@ -640,8 +679,7 @@ contract TaoCoordinator {
         }
         uint256 attempts = m * DRAW_ATTEMPTS_PER_SEAT;
         for (uint256 t = 0; t < attempts && count < m; ++t) {
-            address node = stakes.sample(uint256(keccak256(abi.encode(seed, t))));
-            if (node == prover || node == challenger) continue;
+            address node = stakes.sampleExcluding(uint256(keccak256(abi.encode(seed, t))), prover, challenger);
             bool dup = false;
             for (uint256 j = 0; j < count; ++j) {
                 if (out[j] == node) {
@@ -657,12 +695,14 @@ contract TaoCoordinator {
         }
     }
 
-    function _record(bytes32 jobId, Dispute storage d, address voter, uint8 verdict) private {
+    function _record(bytes32 jobId, Dispute storage d, uint8 seat, address voter, uint8 verdict) private {
         if (verdict == 0 || verdict > VERDICT_DATA_UNAVAILABLE) revert BadVerdict(verdict);
-        uint8 ballot = _ballots[jobId][voter];
-        if (ballot == 0) revert NotMember(voter);
-        if (ballot != NOT_VOTED) revert AlreadyVoted(voter);
-        _ballots[jobId][voter] = verdict;
+        if (seat >= d.size) revert BadSeat(seat);
+        if (_committee[jobId][seat] != voter) revert NotMember(voter);
+        uint256 shift = uint256(seat) * BALLOT_BITS;
+        uint96 ballots = d.ballots;
+        if ((ballots >> shift) & 7 != 0) revert AlreadyVoted(voter);
+        d.ballots = ballots | uint96(uint256(verdict) << shift);
         d.votesCast += 1;
         if (verdict == VERDICT_WITHIN_TOLERANCE) d.tolerantVotes += 1;
         else d.slashVotes += 1;
@@ -684,14 +724,14 @@ contract TaoCoordinator {
         amount = _fees[jobId].amount;
         if (amount != 0) {
             _fees[jobId].amount = 0;
-            totalFees -= amount;
+            _feesPlusOne -= amount;
         }
     }
 
     function _credit(address account, uint256 amount) private {
         if (amount == 0) return;
         pending[account] += amount;
-        totalPending += amount;
+        _pendingPlusOne += amount;
         emit Credited(account, amount);
     }
 
@@ -700,7 +740,7 @@ contract TaoCoordinator {
         Result storage r = _results[jobId];
         d.phase = Phase.Resolved;
         d.outcome = outcome;
-        totalBonds -= uint256(proverBond) + challengerBond;
+        _bondsPlusOne -= uint256(proverBond) + challengerBond;
         address payer = _fees[jobId].payer;
         uint256 fee = _takeFee(jobId);
         address winner;
@@ -725,7 +765,7 @@ contract TaoCoordinator {
             }
         }
         emit DisputeResolved(jobId, outcome, reason, winner, d.slashVotes, d.tolerantVotes, d.votesCast);
-        if (reason == Reason.Vote) _penalizeNonVoters(jobId, winner == address(0) ? treasury : winner);
+        if (reason == Reason.Vote) _penalizeNonVoters(jobId, d.ballots, winner == address(0) ? treasury : winner);
     }
 
     function _payMajority(bytes32 jobId, Dispute storage d, bool proverWon, uint256 loserBond)
@@ -737,10 +777,10 @@ contract TaoCoordinator {
         uint256 share = (loserBond * voterRewardBps) / 10_000 / majority;
         if (share == 0) return 0;
         address[] storage committee = _committee[jobId];
-        mapping(address => uint8) storage ballots = _ballots[jobId];
+        uint256 ballots = d.ballots;
         for (uint256 i = 0; i < committee.length; ++i) {
-            uint8 b = ballots[committee[i]];
-            if (b == NOT_VOTED) continue;
+            uint256 b = (ballots >> (i * BALLOT_BITS)) & 7;
+            if (b == 0) continue;
             if ((b == VERDICT_WITHIN_TOLERANCE) == proverWon) {
                 _credit(committee[i], share);
                 paid += share;
@@ -748,13 +788,12 @@ contract TaoCoordinator {
         }
     }
 
-    function _penalizeNonVoters(bytes32 jobId, address beneficiary) private {
+    function _penalizeNonVoters(bytes32 jobId, uint256 ballots, address beneficiary) private {
         if (nonVoterPenalty == 0) return;
         address[] storage committee = _committee[jobId];
-        mapping(address => uint8) storage ballots = _ballots[jobId];
         for (uint256 i = 0; i < committee.length; ++i) {
+            if ((ballots >> (i * BALLOT_BITS)) & 7 != 0) continue;
             address member = committee[i];
-            if (ballots[member] != NOT_VOTED) continue;
             uint256 taken = stakes.slash(member, nonVoterPenalty, beneficiary);
             emit NonVoterPenalized(jobId, member, taken);
         }

@@ -16,15 +16,17 @@ class BuildError(RuntimeError):
     """The compiler or node is missing, or the sources do not compile."""
 
 
-def compile_contracts(out_dir: Path = ARTIFACTS_DIR, *, timeout: float = 300.0) -> str:
+def compile_contracts(
+    out_dir: Path = ARTIFACTS_DIR, *, contracts_dir: Path = CONTRACTS_DIR, timeout: float = 300.0
+) -> str:
     """Compile contracts/src and contracts/test into ``out_dir``; returns the compiler log."""
     node = shutil.which("node")
     if node is None:
         raise BuildError("node is not on PATH (needed to run solc-js)")
-    if not (CONTRACTS_DIR / "node_modules" / "solc").is_dir():
-        raise BuildError(f"solc-js is not installed: run `npm ci` in {CONTRACTS_DIR}")
+    if not (contracts_dir / "node_modules" / "solc").is_dir():
+        raise BuildError(f"solc-js is not installed: run `npm ci` in {contracts_dir}")
     proc = subprocess.run(
-        [node, str(CONTRACTS_DIR / "build.js"), "--out", str(out_dir)],
+        [node, str(contracts_dir / "build.js"), "--out", str(out_dir)],
         capture_output=True,
         text=True,
         timeout=timeout,

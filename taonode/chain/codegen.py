@@ -197,9 +197,12 @@ def _format(paths: list[Path]) -> None:
     exe = str(ruff) if ruff.exists() else shutil.which("ruff")
     if exe is None:
         raise RuntimeError("ruff (a dev dependency) is needed to format the generated bindings")
-    subprocess.run([exe, "format", "--quiet", *map(str, paths)], check=True)
-    subprocess.run([exe, "check", "--quiet", "--fix", *map(str, paths)], check=True)
-    subprocess.run([exe, "format", "--quiet", *map(str, paths)], check=True)
+    config = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    cfg = ["--config", str(config)] if config.exists() else []
+    files = [str(p) for p in paths]
+    subprocess.run([exe, "format", "--quiet", *cfg, *files], check=True)
+    subprocess.run([exe, "check", "--quiet", "--fix", *cfg, *files], check=True)
+    subprocess.run([exe, "format", "--quiet", *cfg, *files], check=True)
 
 
 def write_bindings(out_dir: Path | None = None) -> list[Path]:

@@ -6,6 +6,7 @@ loop for the whole call): fine for tests and the single-process devnet, not for 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
@@ -24,10 +25,11 @@ class EmbeddedChain:
 
     name = "embedded"
 
-    def __init__(self, num_keys: int = 20) -> None:
+    def __init__(self, num_keys: int = 20, *, fund: Sequence[bytes] = ()) -> None:
+        """``fund``: further private keys to fund at genesis (e.g. a keystore's key)."""
         self._keys = [dev_key(i) for i in range(num_keys)]
         genesis_state = generate_genesis_state_for_keys(
-            [PrivateKey(k) for k in self._keys],
+            [PrivateKey(k) for k in [*self._keys, *fund]],
             overrides={"balance": DEV_BALANCE_WEI},
         )
         backend = PyEVMBackend(genesis_state=genesis_state)
@@ -36,7 +38,7 @@ class EmbeddedChain:
         provider.ethereum_tester = self.tester  # the provider makes its own; use ours
         self._w3 = AsyncWeb3(provider)
         # eth_call without "from" would run as eth-tester's own (unfunded) default account
-        self._w3.eth.default_account = Account.from_key(self._keys[0]).address
+        self._w3.eth.default_account = Account.from_key([*self._keys, *fund][0]).address
 
     @property
     def w3(self) -> AsyncWeb3[Any]:

@@ -35,12 +35,15 @@ import structlog
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 from eth_tester.exceptions import TransactionFailed
+from eth_typing import ChecksumAddress, HexStr
 from eth_utils.abi import abi_to_signature, get_abi_input_names, get_abi_input_types
 from eth_utils.crypto import keccak
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from web3 import AsyncWeb3
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
+from web3.types import TxReceipt
 
+from taonode.chain.tx import ContractRevert, TxFailed, TxRequest, decode_revert
 from taonode.signer import Signer
 from taonode.store.state import (
     FINAL_TX,
@@ -278,7 +281,11 @@ class TxSender:
         self._nonce_lock = asyncio.Lock()
         self._next_nonce: int | None = None
         self._pending: dict[str, TxRecord] = {}
+        self._sending: set[str] = set()  # journaled, first broadcast not returned yet
+        self._held: dict[str, float] = {}  # at the fee cap since (clock)
         self._changed = asyncio.Condition()
+        self.ready = False
+        """True once started and while the last poll succeeded (``/readyz``)."""
         self._log = log.bind(sender=self.address)
 
     # -- start-up ------------------------------------------------------------------------------
@@ -299,6 +306,7 @@ class TxSender:
         self._next_nonce = max(chain_nonce, -1 if journal_max is None else journal_max + 1)
         self._log.info("sender_started", nonce=self._next_nonce, pending=len(self._pending))
         await self.poll_once()
+        self.ready = True
 
     @property
     def next_nonce(self) -> int:
@@ -327,6 +335,8 @@ class TxSender:
         kind = kind or key.split(":", 1)[0]
         existing = await self.store.run(self.store.journal_get, key)
         if existing is not None:
+            if existing.data != data or existing.value != value:
+                self._log.warning("tx_key_reused_with_other_payload", key=key)
             return existing
         call: dict[str, Any] = {"from": self.address, "data": data, "value": value}
         if to is not None:
@@ -365,11 +375,16 @@ class TxSender:
             self._pending[key] = record
             self.metrics.pending.inc()
             self._log.info("tx_journaled", key=key, nonce=nonce, tx=tx_hash)
-            if self._fault:
-                self._fault("journaled")
-            # Broadcast under the lock too: nodes (eth-tester in particular) reject a nonce
-            # gap, so transactions must reach the node in nonce order.
-            record = await self._broadcast(record, raw, first=True)
+            # The poll loop leaves it alone until this first broadcast returns.
+            self._sending.add(key)
+            try:
+                if self._fault:
+                    self._fault("journaled")
+                # Broadcast under the lock too: nodes (eth-tester in particular) reject a
+                # nonce gap, so transactions must reach the node in nonce order.
+                record = await self._broadcast(record, raw, first=True)
+            finally:
+                self._sending.discard(key)
         return record
 
     def _sign(
@@ -444,17 +459,24 @@ class TxSender:
         await self.send(key, **kwargs)
         return await self.wait(key)
 
+    def transactor(self, key: str) -> KeyedTransactor:
+        """A bindings transactor that sends under the idempotency key ``key``."""
+        return KeyedTransactor(self, key)
+
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Poll receipts, confirm, replace and re-broadcast until ``stop`` is set."""
         stop = stop or asyncio.Event()
         while not stop.is_set():
             try:
                 await self.poll_once()
-            except Exception as exc:
-                if not _is_rpc_down(exc) and not isinstance(exc, Web3RPCError):
-                    raise
+                self.ready = True
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # RPC down or flapping: the journal keeps the state
+                self.ready = False
                 self.metrics.rpc_errors.inc()
-                self._log.warning("sender_poll_failed", error=str(exc))
+                level = "warning" if _is_rpc_down(exc) else "error"
+                getattr(self._log, level)("sender_poll_failed", error=repr(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.poll_interval_s)
 
@@ -464,6 +486,8 @@ class TxSender:
         head = int(await self.w3.eth.block_number)
         mined_nonce = int(await self.w3.eth.get_transaction_count(self.address, "latest"))
         for record in sorted(self._pending.values(), key=lambda r: r.nonce):
+            if record.key in self._sending:
+                continue
             await self._poll_record(record, head, mined_nonce)
         async with self._changed:
             self._changed.notify_all()
@@ -534,7 +558,8 @@ class TxSender:
             await self.store.run(self.store.journal_update, record.key, TxStatus.BROADCAST)
             record = _with(record, status=TxStatus.BROADCAST, block_number=None)
             self._pending[record.key] = record
-        if record.status is TxStatus.SIGNED:
+            await self._broadcast(record, latest.raw, first=False)
+        elif record.status is TxStatus.SIGNED:
             await self._broadcast(record, latest.raw, first=True)
         elif self._clock() - latest.created_at >= self.replace_after_s:
             await self._replace(record, latest)
@@ -542,12 +567,17 @@ class TxSender:
     async def _replace(self, record: TxRecord, latest: TxAttempt) -> None:
         bump = 100 + self.fees.bump_percent
         cur_fee, cur_tip = await self._fees()
-        max_fee = min(self.fees.max_fee_cap, max(cur_fee, latest.max_fee * bump // 100))
-        tip = min(max_fee, max(cur_tip, latest.priority_fee * bump // 100))
-        if max_fee <= latest.max_fee or tip <= latest.priority_fee:
-            # At the fee cap: a replacement would be refused as underpriced; make sure the
-            # node still has the last one and wait.
-            await self._broadcast(record, latest.raw, first=False)
+        # Nodes only accept a replacement that raises both fees by ~10 %: bump both or hold.
+        max_fee = max(cur_fee, latest.max_fee * bump // 100)
+        tip = max(cur_tip, latest.priority_fee * bump // 100)
+        if max_fee > self.fees.max_fee_cap or tip > max_fee:
+            # At the fee cap: wait at the current price; once per replace_after_s, make sure
+            # the node still has it.
+            now = self._clock()
+            if now - self._held.get(record.key, 0.0) >= self.replace_after_s:
+                self._held[record.key] = now
+                self._log.info("tx_at_fee_cap", key=record.key, max_fee=latest.max_fee)
+                await self._broadcast(record, latest.raw, first=False)
             return
         call = {"to": record.to, "value": record.value, "data": record.data}
         if record.to is None:
@@ -562,9 +592,54 @@ class TxSender:
         await self._broadcast(record, raw, first=False)
 
     def _finish(self, record: TxRecord, status: TxStatus) -> None:
+        self._held.pop(record.key, None)
         if self._pending.pop(record.key, None) is not None:
             self.metrics.pending.dec()
 
 
 def _with(record: TxRecord, **changes: Any) -> TxRecord:
     return replace(record, **changes)
+
+
+class KeyedTransactor:
+    """The bindings' :class:`~taonode.chain.tx.Transactor`, sending through the journal.
+
+    One instance per idempotency key: ``coordinator.with_transactor(sender.transactor(
+    f"commit:{job}")).commit_result(…)``. ``send`` simulates, journals, broadcasts and waits
+    until the transaction is final; a revert in simulation raises the bindings'
+    :class:`~taonode.chain.tx.ContractRevert` (decoded against every TAO contract), a reverted
+    receipt :class:`~taonode.chain.tx.TxFailed`, a dropped one :class:`SenderError`. Needs
+    :meth:`TxSender.run` running.
+    """
+
+    def __init__(self, sender: TxSender, key: str) -> None:
+        self.sender = sender
+        self.key = key
+
+    @property
+    def address(self) -> ChecksumAddress:
+        return self.sender.address
+
+    async def send(self, tx: TxRequest) -> TxReceipt:
+        try:
+            await self.sender.send(
+                self.key,
+                to=tx.to,
+                data=tx.data,
+                value=tx.value,
+                gas=tx.gas,
+                kind=tx.label or None,
+            )
+        except SimulationReverted as exc:
+            raise (
+                decode_revert(exc.revert.data)
+                if exc.revert.data
+                else ContractRevert(exc.revert.name, tuple(exc.revert.args.values()))
+            ) from exc
+        record = await self.sender.wait(self.key)
+        if record.status is TxStatus.DROPPED or record.tx_hash is None:
+            raise SenderError(f"{self.key}: dropped ({record.error})")
+        receipt = await self.sender.w3.eth.get_transaction_receipt(HexStr(record.tx_hash))
+        if int(receipt["status"]) != 1:
+            raise TxFailed(receipt)
+        return receipt

@@ -1,8 +1,67 @@
 """``taonode devnet``: a local network playing honest and cheating jobs end to end."""
 
-from taonode.commands._placeholder import placeholder
+from __future__ import annotations
 
-register = placeholder(
-    "devnet",
-    "run a local chain, a prover, challengers and a committee through honest and cheating jobs",
-)
+import argparse
+import asyncio
+from pathlib import Path
+
+from taonode.exitcodes import EXIT_USAGE
+from taonode.logs import configure_logging
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # Choices are checked in _run: importing torch and the chain stack here would slow down
+    # every `taonode` invocation.
+    parser = sub.add_parser(
+        "devnet",
+        help="run a local chain, a prover, challengers and a committee through honest and "
+        "cheating jobs; exit 0 only if every honest job finalized and every cheat was slashed",
+    )
+    parser.add_argument("--chain", choices=("embedded", "anvil"), default="embedded")
+    parser.add_argument("--model", default="transformer", help="cnn, transformer, unet or minilm")
+    parser.add_argument("--challengers", type=int, default=2)
+    parser.add_argument("--voters", type=int, default=5)
+    parser.add_argument(
+        "--cheats",
+        default=None,
+        help="comma-separated cheating provers to run (default: all of them)",
+    )
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds for all jobs")
+    parser.add_argument("--workdir", type=Path, help="keep node data here (default: temporary)")
+    parser.add_argument("--log-level", dest="devnet_log_level", default="error")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from taonode.devnet import DEFAULT_CHEATS, DevnetOptions, devnet_models, run_devnet
+    from taonode.roles.cheats import CHEATS
+
+    if args.model not in devnet_models():
+        print(f"taonode devnet: unknown model {args.model!r} (one of {sorted(devnet_models())})")
+        return EXIT_USAGE
+
+    cheats = (
+        tuple(DEFAULT_CHEATS)
+        if args.cheats is None
+        else tuple(c for c in args.cheats.split(",") if c)
+    )
+    unknown = [c for c in cheats if c not in CHEATS]
+    if unknown or args.challengers < 1 or args.voters < 3:
+        print(
+            f"taonode devnet: unknown cheats {unknown}"
+            if unknown
+            else "taonode devnet: needs at least 1 challenger and 3 voters"
+        )
+        return EXIT_USAGE
+    configure_logging("console", args.devnet_log_level)
+    options = DevnetOptions(
+        chain=args.chain,
+        model=args.model,
+        challengers=args.challengers,
+        voters=args.voters,
+        cheats=cheats,
+        timeout_s=args.timeout,
+        workdir=args.workdir,
+    )
+    return asyncio.run(run_devnet(options))

@@ -76,7 +76,10 @@ class GossipConfig:
 
     degree: int = 6
     degree_low: int = 4
-    degree_high: int = 12
+    # Above the usual 12: when a mesh is over D_high the heartbeat PRUNEs, the pruned peer
+    # re-GRAFTs at its next heartbeat and 0.8.1's GRAFT-flood check PRUNEs it again; with 22
+    # peers on one topic and D_high=12 the mesh thrashed (measured, docs/p2p.md).
+    degree_high: int = 24
     # 1 s instead of the library's 120 s: mesh repair and IHAVE gossip must act within a vote
     # round; adaptive gossip off because it stretches the heartbeat (notes, pitfall 3).
     heartbeat_s: int = 1
@@ -568,6 +571,11 @@ class P2PNode:
                 await trio.sleep(1.0)
                 continue
             try:
+                # The swarm refuses, for 60 s, to dial a peer whose addresses all failed once;
+                # a bootstrap peer that restarts must be redialled on our schedule instead.
+                network = self._host.get_network()
+                if hasattr(network, "unblock_peer"):
+                    network.unblock_peer(info.peer_id)
                 self._host.get_peerstore().add_addrs(info.peer_id, info.addrs, 3600)
                 with trio.fail_after(10):
                     await self._host.connect(info)

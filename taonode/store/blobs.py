@@ -183,12 +183,15 @@ class BlobStore:
             raise
         os.close(fd)
         final.parent.mkdir(exist_ok=True)
-        os.replace(tmp, final)  # atomic: readers see the whole blob or none
-        _fsync_dir(final.parent)
-        with self._lock:
+        with self._lock:  # two writers of the same content: count it once
+            if final.exists():
+                tmp.unlink()
+                return digest
+            os.replace(tmp, final)  # atomic: readers see the whole blob or none
             self._bytes += size
             self._count += 1
             self._publish()
+        _fsync_dir(final.parent)
         self._m_written.inc(size)
         return digest
 

@@ -140,6 +140,10 @@ class Trace:
     def root(self) -> bytes:
         return merkle_root(list(self.digests))
 
+    def cut_digests(self, a: int, b: int, k: int) -> list[bytes]:
+        """The interior cut digests of [a, b) (what the challenger echoes back)."""
+        return [self.digests[c] for c in schedule.cuts(a, b, k)]
+
     def move(self, cuts: Sequence[int]) -> tuple[list[bytes], list[bytes]]:
         """Digests and the flat proof list for a prover move over ``cuts``."""
         digests = [self.digests[c] for c in cuts]
@@ -179,7 +183,7 @@ async def play_to_leaf(env: Env, job: bytes, claimed: Trace, reference: Trace) -
         if d.phase != Phase.CHALLENGER_MOVE:
             break
         j = pick_subsegment(d.a, d.b, k, claimed, reference)
-        receipts.append(await co_c.challenger_move(job, j))
+        receipts.append(await co_c.challenger_move(job, j, claimed.cut_digests(d.a, d.b, k)))
         rounds += 1
         d = await co_p.dispute_of(job)
         if d.phase != Phase.PROVER_MOVE:
@@ -192,3 +196,46 @@ async def play_to_leaf(env: Env, job: bytes, claimed: Trace, reference: Trace) -
 
 def with_params(params: DeployParams, **changes: int) -> DeployParams:
     return replace(params, **changes)  # type: ignore[arg-type]
+
+
+async def open_job(env: Env, job: bytes, claimed: Trace, fee: int = ETHER // 10) -> None:
+    """Register the model (once), commit ``claimed`` as the prover and fund the job as client."""
+    if await env.c.models.profile_of(MODEL_ID) != PROFILE_ID:
+        await env.register_model()
+    await env.commit(job, claimed)
+    if fee:
+        await env.as_(CLIENT).coordinator.fund_job(job, value=fee)
+
+
+async def draw(env: Env, job: bytes) -> list[ChecksumAddress]:
+    """Wait for the seed block and draw the committee (as the client)."""
+    await env.mine(2)
+    await env.as_(CLIENT).coordinator.draw_committee(job)
+    return await env.c.coordinator.committee_of(job)
+
+
+def key_of(env: Env, address: str) -> int:
+    return next(i for i, s in enumerate(env.signers) if s.address == address)
+
+
+async def submit_all(
+    env: Env, job: bytes, members: Sequence[str], verdict: Verdict, submitter: int = CLIENT
+) -> TxReceipt:
+    """Every member in ``members`` signs ``verdict``; one aggregated submission."""
+    committee = list(await env.c.coordinator.committee_of(job))
+    seats = [committee.index(m) for m in members]  # type: ignore[arg-type]
+    sigs = [env.vote_sig(key_of(env, m), job, verdict) for m in members]
+    return await env.as_(submitter).coordinator.submit_votes(
+        job, seats, [int(verdict)] * len(sigs), sigs
+    )
+
+
+async def assert_solvent(env: Env) -> None:
+    """The coordinator's and the registry's balance invariants."""
+    co, st = env.c.coordinator, env.c.stakes
+    assert await env.balance(co.address) == (
+        await co.total_bonds() + await co.total_fees() + await co.total_pending()
+    )
+    assert await env.balance(st.address) == (
+        await st.total_stake() + await st.total_unbonding() + await st.total_credits()
+    )

@@ -16,20 +16,26 @@ from web3.providers.eth_tester import AsyncEthereumTesterProvider
 from web3.types import Wei
 
 from taonode.signer import LocalSigner
-from tests.chainio.chains import ANVIL, Anvil, Artifact, EthTesterRPC, compile_fixture
+from tests.chainio.chains import ANVIL, SOLC, Anvil, Artifact, EthTesterRPC, compile_fixture
 
-BACKENDS = ["eth_tester", "anvil"]
+BACKENDS = ["eth_tester", pytest.param("anvil", marks=pytest.mark.anvil)]
 
 
 @pytest.fixture(scope="session")
 def artifact() -> Artifact:
-    if not ANVIL.exists():
+    if not SOLC.exists():
         pytest.skip("contracts/node_modules missing: run `npm ci` in contracts/")
     return compile_fixture()
 
 
+def need_anvil() -> None:
+    if not ANVIL.exists():
+        pytest.skip("anvil missing: run `npm ci` in contracts/")
+
+
 @pytest.fixture
 def anvil(tmp_path: Path) -> Iterator[Anvil]:
+    need_anvil()
     node = Anvil(tmp_path)
     node.start()
     try:
@@ -76,6 +82,12 @@ async def deploy(
     return contract, signer, key
 
 
+async def close(w3: AsyncWeb3[Any]) -> None:
+    """Close an HTTP provider's aiohttp session (eth-tester has none)."""
+    if isinstance(w3.provider, AsyncHTTPProvider):
+        await w3.provider.disconnect()
+
+
 @pytest.fixture(params=BACKENDS)
 async def chain(
     request: pytest.FixtureRequest, artifact: Artifact, tmp_path: Path
@@ -83,6 +95,7 @@ async def chain(
     """The embedded chain (in-process eth-tester) or anvil, the test contract deployed."""
     node: Anvil | None = None
     if request.param == "anvil":
+        need_anvil()
         node = Anvil(tmp_path)
         node.start()
         w3: AsyncWeb3[Any] = AsyncWeb3(AsyncHTTPProvider(node.url))
@@ -92,6 +105,7 @@ async def chain(
         contract, signer, key = await deploy(w3, artifact)
         yield Chain(request.param, w3, node.url if node else None, contract, signer, key, node)
     finally:
+        await close(w3)
         if node is not None:
             node.kill()
 
@@ -104,6 +118,7 @@ async def rpc_chain(
     node: Anvil | None = None
     bridge: EthTesterRPC | None = None
     if request.param == "anvil":
+        need_anvil()
         node = Anvil(tmp_path)
         node.start()
         url = node.url
@@ -115,6 +130,7 @@ async def rpc_chain(
         contract, signer, key = await deploy(w3, artifact)
         yield Chain(request.param, w3, url, contract, signer, key, node)
     finally:
+        await close(w3)
         if node is not None:
             node.kill()
         if bridge is not None:

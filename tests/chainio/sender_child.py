@@ -54,6 +54,7 @@ async def main(url: str, key_hex: str, db: str, contract: str, ident: int, fault
         )
     )
     store.close()
+    await w3.provider.disconnect()
 
 
 if __name__ == "__main__":

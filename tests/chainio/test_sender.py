@@ -15,11 +15,13 @@ import pytest
 from eth_account import Account
 from eth_typing import HexStr
 from prometheus_client import CollectorRegistry
+from web3 import AsyncWeb3
+from web3.providers import AsyncHTTPProvider
 
 from taonode.chain.sender import ErrorDecoder, FeePolicy, SimulationReverted, TxSender
 from taonode.store.state import StateStore, TxStatus
-from tests.chainio.chains import Artifact, child_env
-from tests.chainio.conftest import Chain
+from tests.chainio.chains import Anvil, Artifact, child_env
+from tests.chainio.conftest import Chain, close, deploy, need_anvil
 
 FEES = FeePolicy(max_fee_cap=10**12)
 
@@ -54,15 +56,26 @@ async def test_send_50_concurrent_nonces_succeeds(
     stop = asyncio.Event()
     runner = asyncio.create_task(sender.run(stop))
     keys = [f"bump:{i}" for i in range(50)]
-    await asyncio.gather(
-        *(
-            sender.send(k, to=chain.contract.address, data=bump(chain, i))
-            for i, k in enumerate(keys)
-        )
-    )
+    to = chain.contract.address
+    lags: list[float] = []
+
+    async def ticker() -> None:
+        # Event-loop lag while sending: SQLite commits (fsync) run on the store's thread.
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(0.01)
+            lags.append(loop.time() - t - 0.01)
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.gather(*(sender.send(k, to=to, data=bump(chain, i)) for i, k in enumerate(keys)))
     records = await asyncio.wait_for(asyncio.gather(*(sender.wait(k) for k in keys)), 60)
+    tick.cancel()
     stop.set()
     await runner
+    # Reported, not asserted: on a shared 2-core box the scheduler dominates (12–200 ms seen
+    # on anvil at load 13); in-process eth-tester blocks the loop by design (~1 s).
+    print(f"{chain.name}: max loop lag {max(lags) * 1000:.1f} ms over {len(lags)} ticks")
     assert all(r.status is TxStatus.CONFIRMED for r in records)
     assert sorted(r.nonce for r in records) == list(range(50))
     assert await chain.w3.eth.get_transaction_count(chain.signer.address) == 50
@@ -175,13 +188,10 @@ async def test_poll_nonce_taken_by_foreign_tx_marks_dropped_reverts(
     store.close()
 
 
+@pytest.mark.anvil
 async def test_replace_stuck_tx_with_higher_fee_succeeds(
     anvil: Any, artifact: Artifact, tmp_path: Path
 ) -> None:
-    from web3 import AsyncWeb3
-    from web3.providers import AsyncHTTPProvider
-
-    from tests.chainio.conftest import deploy
 
     w3: AsyncWeb3[Any] = AsyncWeb3(AsyncHTTPProvider(anvil.url))
     contract, signer, key = await deploy(w3, artifact)
@@ -225,6 +235,7 @@ async def test_replace_stuck_tx_with_higher_fee_succeeds(
     assert replaced is not None
     assert replaced >= 2
     store.close()
+    await close(w3)
 
 
 def run_child(chain: Chain, db: Path, fault: str = "") -> subprocess.CompletedProcess[str]:
@@ -274,3 +285,121 @@ async def test_send_sigkill_then_restart_exactly_once_succeeds(
     assert result["tx_hash"] == journaled[0].tx_hash  # the journaled bytes, not a new tx
     assert await chain.w3.eth.get_transaction_count(chain.signer.address) == 1
     assert await chain.contract.functions.total().call() == 1
+
+
+async def test_poll_reorg_unmines_tx_rebroadcasts_once_succeeds(
+    chain: Chain, artifact: Artifact, tmp_path: Path
+) -> None:
+    store = StateStore(tmp_path / "state.db")
+    sender = make_sender(chain, store, artifact, confirmations=3)
+    await sender.start()
+    snap = (await chain.w3.provider.make_request("evm_snapshot", []))["result"]
+    first = await sender.send("bump:9", to=chain.contract.address, data=bump(chain, 9))
+    await sender.poll_once()
+    mined = store.journal_get("bump:9")
+    assert mined is not None
+    assert mined.status is TxStatus.MINED  # 1 deep, 3 needed
+    # A reorg takes its block away (the pool forgets it too).
+    await chain.w3.provider.make_request("evm_revert", [snap])
+    assert await chain.w3.eth.get_transaction_count(chain.signer.address) == 0
+    await sender.poll_once()  # notices, re-broadcasts the same signed bytes
+    for _ in range(3):
+        await chain.w3.provider.make_request("evm_mine", [])
+    await sender.poll_once()
+    final = store.journal_get("bump:9")
+    assert final is not None
+    assert final.status is TxStatus.CONFIRMED
+    assert final.tx_hash == first.tx_hash
+    assert await chain.w3.eth.get_transaction_count(chain.signer.address) == 1
+    assert await chain.contract.functions.total().call() == 1
+    store.close()
+
+
+@pytest.mark.anvil
+async def test_replace_at_fee_cap_holds_price_succeeds(
+    anvil: Any, artifact: Artifact, tmp_path: Path
+) -> None:
+
+    w3: AsyncWeb3[Any] = AsyncWeb3(AsyncHTTPProvider(anvil.url))
+    contract, signer, key = await deploy(w3, artifact)
+    chain = Chain("anvil", w3, anvil.url, contract, signer, key, anvil)
+    await w3.provider.make_request("evm_setAutomine", [False])
+    store = StateStore(tmp_path / "state.db")
+    base = int((await w3.eth.get_block("latest"))["baseFeePerGas"])
+    cap = base + 10**9  # room for the first offer only: no 15 % bump fits under it
+    sender = make_sender(
+        chain,
+        store,
+        artifact,
+        replace_after_s=0.1,
+        fees=FeePolicy(max_fee_cap=cap, max_priority_fee=10**9),
+    )
+    await sender.start()
+    stop = asyncio.Event()
+    runner = asyncio.create_task(sender.run(stop))
+    first = await sender.send("bump:1", to=contract.address, data=bump(chain, 1))
+    await asyncio.sleep(0.6)  # several replace_after_s periods
+    attempts = store.attempts("bump:1")
+    assert len(attempts) == 1
+    assert attempts[0].max_fee == cap
+    await w3.provider.make_request("evm_mine", [])
+    record = await asyncio.wait_for(sender.wait("bump:1"), 20)
+    stop.set()
+    await runner
+    assert record.status is TxStatus.CONFIRMED
+    assert record.tx_hash == first.tx_hash
+    store.close()
+    await close(w3)
+
+
+@pytest.mark.slow
+@pytest.mark.anvil
+async def test_run_survives_rpc_restart_that_lost_the_pool_succeeds(
+    artifact: Artifact, tmp_path: Path
+) -> None:
+
+    need_anvil()
+    node = Anvil(tmp_path, "--no-mining")
+    node.start()
+    try:
+        w3: AsyncWeb3[Any] = AsyncWeb3(AsyncHTTPProvider(node.url))
+        await w3.provider.make_request("evm_setAutomine", [True])  # deploy + fund
+        contract, signer, key = await deploy(w3, artifact)
+        await w3.provider.make_request("evm_setAutomine", [False])
+        chain = Chain("anvil", w3, node.url, contract, signer, key, node)
+        registry = CollectorRegistry()
+        store = StateStore(tmp_path / "state.db")
+        sender = make_sender(chain, store, artifact, registry=registry, replace_after_s=0.5)
+        await sender.start()
+        stop = asyncio.Event()
+        runner = asyncio.create_task(sender.run(stop))
+        await sender.send("bump:1", to=contract.address, data=bump(chain, 1))
+        node.stop()  # the pending transaction dies with the node's pool
+        # web3's HTTP provider retries a refused connection for ~4 s before it raises.
+        for _ in range(200):
+            if registry.get_sample_value("taonode_sender_rpc_errors_total"):
+                break
+            await asyncio.sleep(0.05)
+        assert not runner.done()
+        assert not sender.ready
+        errors = registry.get_sample_value("taonode_sender_rpc_errors_total")
+        assert errors is not None
+        assert errors >= 1
+        node.start()
+        assert (await w3.eth.get_block("pending"))["transactions"] == []
+        for _ in range(100):  # mine until the re-sent transaction lands
+            await w3.provider.make_request("evm_mine", [])
+            if store.journal_get("bump:1").status is TxStatus.CONFIRMED:  # type: ignore[union-attr]
+                break
+            await asyncio.sleep(0.05)
+        record = await asyncio.wait_for(sender.wait("bump:1"), 10)
+        assert getattr(sender, "ready")  # noqa: B009 - mypy narrowed it to False above
+        stop.set()
+        await runner
+        assert record.status is TxStatus.CONFIRMED
+        assert await w3.eth.get_transaction_count(signer.address) == 1
+        assert await contract.functions.total().call() == 1
+        store.close()
+        await close(w3)
+    finally:
+        node.kill()

@@ -14,10 +14,13 @@ from types import TracebackType
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def write_config(tmp_path: Path, data_dir: Path, *, port: int = 0, extra: str = "") -> Path:
+def write_config(
+    tmp_path: Path, data_dir: Path, *, port: int = 0, extra: str = "", roles: str = "[]"
+) -> Path:
+    """A node config; without roles the node runs only its API and health components."""
     path = tmp_path / "node.toml"
     path.write_text(
-        f'[node]\ndata_dir = "{data_dir}"\nroles = ["voter"]\nshutdown_stage_timeout_s = 2.0\n'
+        f'[node]\ndata_dir = "{data_dir}"\nroles = {roles}\nshutdown_stage_timeout_s = 2.0\n'
         f'[api]\nport = {port}\n[log]\nformat = "json"\n{extra}'
     )
     return path

@@ -74,6 +74,9 @@ def test_daemon_serves_endpoints_and_stops_on_sigterm_succeeds(tmp_path: Path) -
         status, info = _json(port, "/v1/status")
         assert status == 200
         assert info["roles"] == ["voter"]
+        # A voter node runs the whole role stack (on its embedded development chain).
+        for component in ("state", "p2p", "sender", "watcher", "voter", "protocol"):
+            assert info["components"][component] is True, component
         assert _json(port, "/no/such/route")[0] == 404
 
         started = time.monotonic()

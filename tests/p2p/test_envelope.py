@@ -64,7 +64,7 @@ def test_roundtrip_every_kind_succeeds() -> None:
         (TopicKinds.NODES, NodeRecord("12D3KooWabc", ("voter",), ("cpu",), (b"\x07" * 32,), ())),
         (RESULTS, _result()),
         (TopicKinds.DISPUTES, DisputeNotice(DISPUTE, b"\x01" * 32, 5, (s.address,), 99)),
-        (TopicKinds.votes(DISPUTE), VoteMessage(DISPUTE, 3, vote_sig)),
+        (TopicKinds.VOTES, VoteMessage(DISPUTE, 3, vote_sig)),
     ]
     for topic, msg in cases:
         env = v.validate(topic, seal(s, topic, msg), origin_peer="12D3KooWabc")
@@ -132,14 +132,17 @@ def test_schema_violations_are_rejected() -> None:
 def test_vote_membership_and_vote_signature() -> None:
     member, outsider = _signer(), _signer()
     v = Validator(vote_domain=DOMAIN)
-    topic = TopicKinds.votes(DISPUTE)
+    topic = TopicKinds.VOTES
 
     def vote(signer: LocalSigner, vote_key: LocalSigner, verdict: Verdict) -> bytes:
         sig = sign_vote_with(vote_key, DOMAIN, DISPUTE, verdict)
         return seal(signer, topic, VoteMessage(DISPUTE, int(verdict), sig))
 
-    assert _reason(v, topic, vote(member, member, Verdict.WITHIN_TOLERANCE)) is (
-        Rejection.UNKNOWN_DISPUTE
+    # A node that does not know the dispute relays a vote whose signatures check out ...
+    v.validate(topic, vote(outsider, outsider, Verdict.WITHIN_TOLERANCE))
+    # ... but never one whose EIP-712 signature is someone else's.
+    assert _reason(v, topic, vote(outsider, member, Verdict.WITHIN_TOLERANCE)) is (
+        Rejection.BAD_VOTE_SIGNATURE
     )
     v.set_committee(DISPUTE, frozenset({member.address}))
     assert _reason(v, topic, vote(outsider, outsider, Verdict.WITHIN_TOLERANCE)) is (

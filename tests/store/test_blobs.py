@@ -138,3 +138,16 @@ def test_put_over_cap_collects_then_refuses_reverts(tmp_path: Path) -> None:
     assert store.has(c)
     assert registry.get_sample_value("taonode_blob_rejected_full_total") == 1
     assert registry.get_sample_value("taonode_blob_cap_bytes") == 250
+
+
+def test_put_same_content_from_threads_counts_once_succeeds(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = BlobStore(tmp_path)
+    data = bytes(1 << 20)
+    with ThreadPoolExecutor(8) as pool:
+        digests = set(pool.map(lambda _: store.put(data), range(16)))
+    assert len(digests) == 1
+    assert store.total_bytes == len(data)
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert BlobStore(tmp_path).total_bytes == len(data)

@@ -183,3 +183,25 @@ def test_keys_cli_errors_revert(
     assert main([*args, "--password-env", "TAO_PW"]) == EXIT_USAGE
     assert "not hex" in capsys.readouterr().err
     assert main(["keys"]) == EXIT_USAGE
+
+
+def test_load_node_signer_checks_mode_before_password_reverts(tmp_path: Path) -> None:
+    from taonode.keys import load_node_signer
+
+    path = tmp_path / "k.json"
+    create_keystore(path, "pw", scrypt_n=N)
+    pwfile = tmp_path / "pw"
+    pwfile.write_text("pw\n")
+    assert load_node_signer(path, PasswordSource(file=pwfile)).address == keystore_address(path)
+    path.chmod(0o644)
+    with pytest.raises(InsecureKeystoreError):
+        load_node_signer(path, PasswordSource(env="UNSET_VAR_FOR_TEST"))
+
+
+def test_taonode_cli_keys_show_succeeds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from taonode.cli import main as taonode_main
+
+    path = tmp_path / "k.json"
+    address = create_keystore(path, "pw", private_key=KEY, scrypt_n=N)
+    assert taonode_main(["keys", "show", str(path)]) == EXIT_OK
+    assert capsys.readouterr().out.strip() == address

@@ -186,3 +186,40 @@ async def test_run_executes_off_the_loop_succeeds(store: StateStore) -> None:
     assert len(results) == 20
     assert len(store.jobs()) == 20
     store.close()
+
+
+def test_migrate_v1_to_v2_keeps_data_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import taonode.store.state as state
+
+    path = tmp_path / "state.db"
+    s = StateStore(path)
+    s.put_job(Job("j1", "m", "new"))
+    s.close()
+    v2 = ("ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",)
+    monkeypatch.setattr(state, "MIGRATIONS", (*state.MIGRATIONS, v2))
+    monkeypatch.setattr(state, "SCHEMA_VERSION", 2)
+    s = StateStore(path)
+    assert s.schema_version == 2
+    assert s.get_job("j1") is not None
+    s.close()
+
+
+def test_migrate_failing_step_rolls_back_reverts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import taonode.store.state as state
+
+    path = tmp_path / "state.db"
+    StateStore(path).close()
+    bad = ("CREATE TABLE extra (x INTEGER)", "THIS IS NOT SQL")
+    monkeypatch.setattr(state, "MIGRATIONS", (*state.MIGRATIONS, bad))
+    monkeypatch.setattr(state, "SCHEMA_VERSION", 2)
+    with pytest.raises(sqlite3.OperationalError):
+        StateStore(path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "extra" not in tables  # the whole step rolled back, not half of it
+    conn.close()

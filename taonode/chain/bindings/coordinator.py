@@ -427,13 +427,17 @@ class TaoCoordinator(ContractBinding):
         out = await self._call("challengerBond", [], block)
         return cast(int, convert("uint128", out))
 
-    def challenger_move_tx(self, job_id: bytes, index: int) -> TxRequest:
+    def challenger_move_tx(
+        self, job_id: bytes, index: int, cut_digests: Sequence[bytes]
+    ) -> TxRequest:
         """``challengerMove`` as a request for any sender."""
-        return self._tx("challengerMove", [job_id, index], 0)
+        return self._tx("challengerMove", [job_id, index, cut_digests], 0)
 
-    async def challenger_move(self, job_id: bytes, index: int) -> TxReceipt:
+    async def challenger_move(
+        self, job_id: bytes, index: int, cut_digests: Sequence[bytes]
+    ) -> TxReceipt:
         """Send ``challengerMove`` and wait for the receipt."""
-        return await self._send(self.challenger_move_tx(job_id, index))
+        return await self._send(self.challenger_move_tx(job_id, index, cut_digests))
 
     def commit_result_tx(
         self,
@@ -491,11 +495,6 @@ class TaoCoordinator(ContractBinding):
         """``committeeSize``"""
         out = await self._call("committeeSize", [], block)
         return cast(int, convert("uint8", out))
-
-    async def cut_digests(self, job_id: bytes, *, block: BlockIdentifier = "latest") -> list[bytes]:
-        """``cutDigests``"""
-        out = await self._call("cutDigests", [job_id], block)
-        return cast(list[bytes], convert("bytes32[]", out))
 
     async def dispute_of(self, job_id: bytes, *, block: BlockIdentifier = "latest") -> DisputeInfo:
         """``disputeOf``"""
@@ -638,16 +637,24 @@ class TaoCoordinator(ContractBinding):
         return cast(ChecksumAddress, convert("address", out))
 
     def submit_votes_tx(
-        self, job_id: bytes, verdicts: Sequence[int], signatures: Sequence[bytes]
+        self,
+        job_id: bytes,
+        seats: Sequence[int],
+        verdicts: Sequence[int],
+        signatures: Sequence[bytes],
     ) -> TxRequest:
         """``submitVotes`` as a request for any sender."""
-        return self._tx("submitVotes", [job_id, verdicts, signatures], 0)
+        return self._tx("submitVotes", [job_id, seats, verdicts, signatures], 0)
 
     async def submit_votes(
-        self, job_id: bytes, verdicts: Sequence[int], signatures: Sequence[bytes]
+        self,
+        job_id: bytes,
+        seats: Sequence[int],
+        verdicts: Sequence[int],
+        signatures: Sequence[bytes],
     ) -> TxReceipt:
         """Send ``submitVotes`` and wait for the receipt."""
-        return await self._send(self.submit_votes_tx(job_id, verdicts, signatures))
+        return await self._send(self.submit_votes_tx(job_id, seats, verdicts, signatures))
 
     async def tally_of(self, job_id: bytes, *, block: BlockIdentifier = "latest") -> TallyInfo:
         """``tallyOf``"""
@@ -688,13 +695,26 @@ class TaoCoordinator(ContractBinding):
         out = await self._call("treasury", [], block)
         return cast(ChecksumAddress, convert("address", out))
 
-    def vote_tx(self, job_id: bytes, verdict: int) -> TxRequest:
-        """``vote`` as a request for any sender."""
-        return self._tx("vote", [job_id, verdict], 0)
+    async def verify_proof(
+        self,
+        root: bytes,
+        index: int,
+        value: bytes,
+        proof: Sequence[bytes],
+        *,
+        block: BlockIdentifier = "latest",
+    ) -> bool:
+        """``verifyProof``"""
+        out = await self._call("verifyProof", [root, index, value, proof], block)
+        return cast(bool, convert("bool", out))
 
-    async def vote(self, job_id: bytes, verdict: int) -> TxReceipt:
+    def vote_tx(self, job_id: bytes, seat: int, verdict: int) -> TxRequest:
+        """``vote`` as a request for any sender."""
+        return self._tx("vote", [job_id, seat, verdict], 0)
+
+    async def vote(self, job_id: bytes, seat: int, verdict: int) -> TxReceipt:
         """Send ``vote`` and wait for the receipt."""
-        return await self._send(self.vote_tx(job_id, verdict))
+        return await self._send(self.vote_tx(job_id, seat, verdict))
 
     async def vote_window(self, *, block: BlockIdentifier = "latest") -> int:
         """``voteWindow``"""

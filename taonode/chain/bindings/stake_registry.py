@@ -217,6 +217,11 @@ class StakeRegistry(ContractBinding):
         out = await self._call("deployer", [], block)
         return cast(ChecksumAddress, convert("address", out))
 
+    async def eligible_stake(self, x: str, y: str, *, block: BlockIdentifier = "latest") -> int:
+        """``eligibleStake``"""
+        out = await self._call("eligibleStake", [x, y], block)
+        return cast(int, convert("uint256", out))
+
     async def max_nodes(self, *, block: BlockIdentifier = "latest") -> int:
         """``maxNodes``"""
         out = await self._call("maxNodes", [], block)
@@ -266,6 +271,13 @@ class StakeRegistry(ContractBinding):
     async def sample(self, r: int, *, block: BlockIdentifier = "latest") -> ChecksumAddress:
         """``sample``"""
         out = await self._call("sample", [r], block)
+        return cast(ChecksumAddress, convert("address", out))
+
+    async def sample_excluding(
+        self, r: int, x: str, y: str, *, block: BlockIdentifier = "latest"
+    ) -> ChecksumAddress:
+        """``sampleExcluding``"""
+        out = await self._call("sampleExcluding", [r, x, y], block)
         return cast(ChecksumAddress, convert("address", out))
 
     def slash_tx(self, node: str, amount: int, beneficiary: str) -> TxRequest:

@@ -1,0 +1,355 @@
+"""Builds one node's role stack from explicit parts; the daemon and the devnet both use it.
+
+Start order (stop is the reverse): state store → p2p host → peer book → tx sender → event
+watcher → compute worker → role services → protocol driver. Everything a component needs is
+passed in; nothing here reads config files or environment variables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from web3 import AsyncWeb3
+
+from taonode.api.app import Route
+from taonode.chain.bindings.coordinator import TaoCoordinator
+from taonode.chain.deploy import Contracts, Deployment
+from taonode.chain.sender import ErrorDecoder, FeePolicy, TxSender
+from taonode.chain.watcher import BindingLogDecoder, EventWatcher
+from taonode.p2p.committee import CommitteeChannel
+from taonode.p2p.envelope import NodeRecord
+from taonode.p2p.node import P2PConfig, P2PNode
+from taonode.protocol import decisions as d
+from taonode.protocol.dispute import JobView
+from taonode.roles.adapters import SenderAdapter, WatcherFeed
+from taonode.roles.chain import ProtocolParams, read_params
+from taonode.roles.challenger import ChallengerService
+from taonode.roles.cheats import Cheat
+from taonode.roles.compute import ComputeWorker
+from taonode.roles.context import RoleContext, ServedModel
+from taonode.roles.driver import Handler, Policy, ProtocolDriver
+from taonode.roles.jobdata import BlobServer, JobData, blob_digest, verify_blob
+from taonode.roles.metrics import RoleMetrics
+from taonode.roles.peers import PeerBook
+from taonode.roles.prover import ProverService
+from taonode.roles.voter import VoterService
+from taonode.service import Component
+from taonode.signer import Signer
+from taonode.store.blobs import BlobStore
+from taonode.store.state import StateStore
+
+
+@dataclass(frozen=True)
+class RoleNodeSpec:
+    name: str
+    roles: frozenset[str]
+    data_dir: Path
+    signer: Signer
+    deployment: Deployment
+    models: dict[bytes, ServedModel]
+    device: str = "cpu"
+    threads: int = 1
+    max_queue: int = 64
+    sample_rate: float = 1.0
+    listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
+    bootstrap: tuple[str, ...] = ()
+    p2p_key_file: Path | None = None
+    confirmations: int = 0
+    poll_interval_s: float = 0.5
+    tx_timeout_s: float = 120.0
+    max_fee_wei: int = 500 * 10**9
+    voter_stake_wei: int | None = None
+    register_voter: bool = True
+    cheat: Cheat | None = None
+    start_block: int = 0
+
+
+class _Lifecycle:
+    """A component around an adapter with its own ``run(stop)`` loop."""
+
+    def __init__(self, name: str, target: Any, *, start: bool = True) -> None:
+        self.name = name
+        self._target = target
+        self._call_start = start
+        self._stop = asyncio.Event()
+        self._started = False
+
+    async def start(self) -> None:
+        if self._call_start:
+            await self._target.start()
+        self._started = True
+
+    async def run(self) -> None:
+        await self._target.run(self._stop)
+
+    async def stop(self) -> None:
+        self._stop.set()
+
+    def ready(self) -> bool:
+        ready = getattr(self._target, "ready", True)
+        return self._started and bool(ready() if callable(ready) else ready)
+
+
+class _Closing:
+    """Closes a resource (the state store, the p2p host) when the node stops."""
+
+    def __init__(self, name: str, start: Any, stop: Any, ready: Any = None) -> None:
+        self.name = name
+        self._start = start
+        self._stop = stop
+        self._ready = ready
+        self._up = False
+
+    async def start(self) -> None:
+        if self._start is not None:
+            await self._start()
+        self._up = True
+
+    async def run(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        if self._up:
+            self._up = False
+            await self._stop()
+
+    def ready(self) -> bool:
+        return self._up and (self._ready is None or bool(self._ready()))
+
+
+class _ViewsOf:
+    def __init__(self) -> None:
+        self.driver: ProtocolDriver | None = None
+
+    def view(self, job_id: bytes) -> JobView | None:
+        return None if self.driver is None else self.driver.state.views.get(job_id)
+
+
+@dataclass
+class RoleNode:
+    spec: RoleNodeSpec
+    components: list[Component]
+    routes: list[Route]
+    driver: ProtocolDriver
+    p2p: P2PNode
+    store: StateStore
+    blobs: BlobStore
+    contracts: Contracts
+    params: ProtocolParams
+    peers: PeerBook
+    prover: ProverService | None = None
+    challenger: ChallengerService | None = None
+    voter: VoterService | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return str(self.spec.signer.address)
+
+
+async def build_role_node(
+    spec: RoleNodeSpec, w3: AsyncWeb3[Any], registry: CollectorRegistry
+) -> RoleNode:
+    data = spec.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    store = StateStore(data / "state.sqlite", registry=registry)
+    blobs = BlobStore(data / "blobs", digest=lambda b: blob_digest(b).hex(), registry=registry)
+    contracts = Contracts.connect(w3, spec.deployment)
+    params = await read_params(contracts)
+    metrics = RoleMetrics(registry)
+    cheat = spec.cheat
+    serve = BlobServer(blobs)
+    p2p = P2PNode(
+        P2PConfig(
+            key_file=spec.p2p_key_file or data / "p2p.key",
+            listen=spec.listen,
+            bootstrap=spec.bootstrap,
+            vote_domain=params.vote_domain,
+        ),
+        spec.signer,
+        registry,
+        blob_source=serve,
+        blob_verifier=verify_blob,
+    )
+    errors = ErrorDecoder([contracts.coordinator.abi, contracts.stakes.abi, contracts.models.abi])
+    sender = TxSender(
+        w3,
+        spec.signer,
+        store,
+        fees=FeePolicy(max_fee_cap=spec.max_fee_wei),
+        errors=errors,
+        confirmations=1,
+        poll_interval_s=spec.poll_interval_s / 2,
+        registry=registry,
+    )
+    coordinator: TaoCoordinator = contracts.coordinator
+    decoder = BindingLogDecoder([coordinator])
+    watcher = EventWatcher(
+        w3,
+        store,
+        decoder,
+        name="coordinator",
+        start_block=spec.start_block,
+        confirmations=spec.confirmations,
+        poll_interval_s=spec.poll_interval_s,
+        registry=registry,
+    )
+    feed = WatcherFeed(watcher, store, decoder, spec.poll_interval_s)
+    compute = ComputeWorker(metrics, spec.threads, spec.max_queue)
+    views = _ViewsOf()
+    record = NodeRecord(
+        peer_id=p2p.peer_id,
+        roles=tuple(sorted(spec.roles)),
+        devices=(spec.device,),
+        models=tuple(spec.models),
+        addrs=(),
+    )
+    peers = PeerBook(p2p, record)
+    ctx = RoleContext(
+        signer=spec.signer,
+        contracts=contracts,
+        sender=SenderAdapter(sender, spec.tx_timeout_s),
+        params=params,
+        data=JobData(blobs, p2p),
+        compute=compute,
+        metrics=metrics,
+        models=spec.models,
+        peers=peers,
+        views=views,
+        device=spec.device,
+    )
+
+    policies: list[tuple[str, Policy]] = []
+    handlers: dict[type[Any], Handler] = {}
+    common = _CommonActions(ctx)
+    for action_type in (d.Finalize, d.ClaimTimeout, d.DrawCommittee, d.Resolve):
+        handlers[action_type] = common.send
+    services: list[Component] = []
+    prover = challenger = voter = None
+    driver_ref: list[ProtocolDriver] = []
+
+    def kick() -> None:
+        if driver_ref:
+            driver_ref[0].kick()
+
+    me = str(spec.signer.address)
+    if "prover" in spec.roles:
+        prover = ProverService(ctx, store, blobs, cheat)
+        serve.refuse = prover.withholds
+        services.append(prover)
+        handlers[d.PostProverMove] = prover.post_move
+        policies.append(("prover", lambda job, head: d.prover_decide(job, me, head)))
+    if "challenger" in spec.roles:
+        challenger = ChallengerService(ctx, store, spec.sample_rate, kick)
+        services.append(challenger)
+        handlers[d.Evaluate] = challenger.evaluate
+        handlers[d.Challenge] = challenger.challenge
+        handlers[d.ChooseSubsegment] = challenger.choose
+        ch = challenger
+        policies.append(
+            (
+                "challenger",
+                lambda job, head: d.challenger_decide(job, me, head, ch.assessment(job.job_id)),
+            )
+        )
+    if "voter" in spec.roles:
+        stake = spec.voter_stake_wei if spec.register_voter else None
+        voter = VoterService(
+            ctx,
+            store,
+            CommitteeChannel(p2p),
+            kick,
+            register_stake=stake,
+            peer_record=(p2p.peer_id.encode(), list(spec.listen)),
+        )
+        services.append(voter)
+        handlers[d.Adjudicate] = voter.adjudicate
+        handlers[d.GossipVote] = voter.gossip
+        handlers[d.SubmitVotes] = voter.submit
+        handlers[d.DirectVote] = voter.direct
+        vo = voter
+        quorum = params.quorum
+        policies.append(
+            (
+                "voter",
+                lambda job, head: d.voter_decide(
+                    job,
+                    me,
+                    head,
+                    vo.verdict(job.job_id),
+                    vo.collected(job.job_id),
+                    quorum,
+                    vo.direct_vote_margin,
+                ),
+            )
+        )
+    driver = ProtocolDriver(feed, policies, handlers, metrics, move_timeout=params.move_timeout)
+    driver_ref.append(driver)
+    views.driver = driver
+
+    async def close_store() -> None:
+        await asyncio.to_thread(store.close)
+
+    components: list[Component] = [
+        _Closing("state", None, close_store),
+        _Closing("p2p", p2p.start, p2p.stop, lambda: p2p.running),
+        peers,
+        _Lifecycle("sender", sender),
+        _Lifecycle("watcher", watcher, start=False),
+        compute,
+        *services,
+        driver,
+    ]
+    routes = prover.routes() if prover is not None else []
+    return RoleNode(
+        spec=spec,
+        components=components,
+        routes=routes,
+        driver=driver,
+        p2p=p2p,
+        store=store,
+        blobs=blobs,
+        contracts=contracts,
+        params=params,
+        peers=peers,
+        prover=prover,
+        challenger=challenger,
+        voter=voter,
+    )
+
+
+class _CommonActions:
+    """Steps any party may take: finalize, claim a timeout, draw the committee, resolve."""
+
+    def __init__(self, ctx: RoleContext) -> None:
+        self.ctx = ctx
+
+    async def send(self, action: d.Action) -> None:
+        c = self.ctx.contracts.coordinator
+        if isinstance(action, d.Finalize):
+            tx = c.finalize_tx(action.job_id)
+        elif isinstance(action, d.ClaimTimeout):
+            tx = c.timeout_tx(action.job_id)
+        elif isinstance(action, d.DrawCommittee):
+            tx = c.draw_committee_tx(action.job_id)
+        elif isinstance(action, d.Resolve):
+            tx = c.resolve_tx(action.job_id)
+        else:  # pragma: no cover - the handler table routes only these here
+            raise TypeError(type(action).__name__)
+        await self.ctx.sender.submit(action.key, tx)
+
+
+def routes_of(nodes: Sequence[RoleNode]) -> list[Route]:
+    return [r for n in nodes for r in n.routes]
+
+
+async def stop_quietly(components: Sequence[Component]) -> None:
+    for component in reversed(components):
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(component.stop(), 10)

@@ -1,0 +1,224 @@
+"""The protocol driver: folds chain events into job views and runs what the roles decide.
+
+On every batch from the event feed (new events, retractions after a reorg, the new head) the
+driver updates its views with the pure reducer, asks each of the node's roles for actions, and
+starts each action that is not already running or done. Actions are idempotent by key: a
+transaction key is journaled by the sender, so asking again after a crash never sends twice.
+A failed action is retried on a later head unless its handler says it is settled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from taonode.chain.contract import Event
+from taonode.protocol.decisions import Action
+from taonode.protocol.dispute import ChainEvent, JobView, ProtocolError, ResultStatus, apply
+from taonode.roles.chain import to_protocol
+from taonode.roles.metrics import RoleMetrics
+
+Policy = Callable[[JobView, int], list[Action]]
+Handler = Callable[[Any], Awaitable[None]]
+log = structlog.get_logger("taonode.roles")
+
+
+class Settled(Exception):
+    """An action that must not be retried (the chain moved on, or the step is moot)."""
+
+
+@dataclass(frozen=True)
+class FeedBatch:
+    head: int
+    events: Sequence[Event] = ()
+    retracted: Sequence[Event] = ()
+
+
+class EventFeed(Protocol):
+    async def history(self) -> list[Event]:
+        """Every event handed out before (oldest first), to rebuild the views after a restart."""
+        ...
+
+    async def next_batch(self) -> FeedBatch: ...
+
+
+@dataclass
+class DriverState:
+    views: dict[bytes, JobView] = field(default_factory=dict)
+    raw: list[Event] = field(default_factory=list)
+    """Every chain event folded into the views, in order (a reorg removes some)."""
+    head: int = 0
+
+
+def _identity(event: Event) -> tuple[int, int, bytes]:
+    return (event.block_number, event.log_index, event.tx_hash)
+
+
+def fold(events: Sequence[Event], move_timeout: int) -> dict[bytes, JobView]:
+    views: dict[bytes, JobView] = {}
+    for raw in events:
+        event = to_protocol(raw, move_timeout)
+        if event is None:
+            continue
+        try:
+            views[event.job_id] = apply(views.get(event.job_id), event)
+        except ProtocolError as exc:
+            log.warning("event ignored", event=type(event).__name__, error=str(exc))
+    return views
+
+
+class ProtocolDriver:
+    name = "protocol"
+
+    def __init__(
+        self,
+        feed: EventFeed,
+        policies: Sequence[tuple[str, Policy]],
+        handlers: dict[type[Any], Handler],
+        metrics: RoleMetrics,
+        *,
+        move_timeout: int,
+        max_concurrent: int = 16,
+        on_view: Callable[[JobView, ChainEvent], None] | None = None,
+    ) -> None:
+        self.feed = feed
+        self.policies = list(policies)
+        self.handlers = handlers
+        self.metrics = metrics
+        self.move_timeout = move_timeout
+        self.state = DriverState()
+        self.on_view = on_view
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._settled: set[str] = set()
+        # A failed action waits for the next head before it is tried again.
+        self._failed_at: dict[str, int] = {}
+        self._limit = asyncio.Semaphore(max_concurrent)
+        self._ready = False
+        self._changed = asyncio.Event()
+
+    # -- component ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.state.raw = list(await self.feed.history())
+        self.state.views = fold(self.state.raw, self.move_timeout)
+        open_jobs = [v for v in self.state.views.values() if not _closed(v)]
+        log.info("protocol state rebuilt", events=len(self.state.raw), open_jobs=len(open_jobs))
+
+    async def run(self) -> None:
+        try:
+            while True:
+                batch = await self.feed.next_batch()
+                self.ingest(batch)
+                self._ready = True
+                self.step()
+        finally:
+            await self._cancel_all()
+
+    async def stop(self) -> None:
+        await self._cancel_all()
+
+    def ready(self) -> bool:
+        return self._ready
+
+    # -- core --------------------------------------------------------------------------------
+
+    def ingest(self, batch: FeedBatch) -> None:
+        self.state.head = batch.head if batch.retracted else max(self.state.head, batch.head)
+        if batch.retracted:
+            gone = {_identity(e) for e in batch.retracted}
+            self.state.raw = [e for e in self.state.raw if _identity(e) not in gone]
+            self.state.views = fold(self.state.raw, self.move_timeout)
+            log.warning("events retracted by a reorg", count=len(batch.retracted))
+        for raw in batch.events:
+            self.state.raw.append(raw)
+            event = to_protocol(raw, self.move_timeout)
+            if event is None:
+                continue
+            try:
+                view = apply(self.state.views.get(event.job_id), event)
+            except ProtocolError as exc:
+                log.warning("event ignored", event=type(event).__name__, error=str(exc))
+                continue
+            self.state.views[event.job_id] = view
+            if self.on_view is not None:
+                self.on_view(view, event)
+        self._changed.set()
+
+    def step(self) -> list[Action]:
+        """Start every action the roles want now; returns the ones started."""
+        started: list[Action] = []
+        for view in list(self.state.views.values()):
+            if _closed(view):
+                continue
+            for role, policy in self.policies:
+                for action in policy(view, self.state.head):
+                    if action.key in self._inflight or action.key in self._settled:
+                        continue
+                    if self._failed_at.get(action.key) == self.state.head:
+                        continue
+                    handler = self.handlers.get(type(action))
+                    if handler is None:
+                        continue
+                    self._inflight[action.key] = asyncio.create_task(
+                        self._execute(role, action, handler), name=action.key
+                    )
+                    started.append(action)
+        return started
+
+    def kick(self) -> None:
+        """Re-run the decisions now (a role learned something: an assessment, a verdict)."""
+        self.step()
+
+    async def _execute(self, role: str, action: Action, handler: Handler) -> None:
+        kind = type(action).__name__
+        started = time.monotonic()
+        try:
+            async with self._limit:
+                await handler(action)
+            self._settled.add(action.key)
+            self.metrics.actions.labels(kind=kind, result="ok").inc()
+            log.info(
+                "action done",
+                role=role,
+                action=action.key,
+                seconds=round(time.monotonic() - started, 3),
+            )
+        except Settled as exc:
+            self._settled.add(action.key)
+            self.metrics.actions.labels(kind=kind, result="settled").inc()
+            log.info("action settled", role=role, action=action.key, reason=str(exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Left unsettled: the next head asks again (a transient RPC or peer failure).
+            self._failed_at[action.key] = self.state.head
+            self.metrics.actions.labels(kind=kind, result="error").inc()
+            log.warning("action failed; will retry", role=role, action=action.key, error=repr(exc))
+        finally:
+            self._inflight.pop(action.key, None)
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().call_soon(self.step)
+
+    async def _cancel_all(self) -> None:
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._inflight.clear()
+
+    async def idle(self) -> None:
+        """Wait until no action is running (tests and the devnet use it to settle)."""
+        while self._inflight:
+            await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+
+
+def _closed(view: JobView) -> bool:
+    return view.status in (ResultStatus.FINALIZED, ResultStatus.REJECTED, ResultStatus.VOIDED)

@@ -1,0 +1,180 @@
+"""A job's data in the blob store and over the network.
+
+Two kinds of blobs, both content-addressed and self-verifying:
+
+* tensors: the canonical payload (``header ‖ data``) under its BLAKE3 tensor digest;
+* frontier manifests: the ``(name, tensor digest)`` list under its keccak frontier digest.
+
+The prover stores the whole trace (every tensor and the manifest of every cut 0..N) after
+answering the client; challengers and voters fetch what they need by digest: first locally,
+then from the peers that should have it, verifying each payload before it is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+import torch
+
+from taonode.protocol.manifest import FrontierManifest, ManifestError, decode_manifest
+from taonode.runtime.commit import Commitment
+from taonode.runtime.execute import Trace
+from taonode.runtime.graph import Model
+from taonode.runtime.wire import (
+    WireError,
+    decode_tensor,
+    encode_tensor,
+    is_tensor_payload,
+    payload_digest,
+)
+
+log = structlog.get_logger("taonode.jobdata")
+
+
+class DataUnavailable(RuntimeError):
+    """No peer served a blob that matches its digest."""
+
+
+class LocalBlobs(Protocol):
+    def has(self, digest: str) -> bool: ...
+
+    def put(self, data: bytes, *, expected: str | None = None) -> str: ...
+
+    def get(self, digest: str) -> bytes: ...
+
+
+class RemoteBlobs(Protocol):
+    async def fetch_blob(
+        self, peer_id: str, digest: bytes, *, max_bytes: int | None = None
+    ) -> bytes: ...
+
+
+def blob_digest(payload: bytes) -> bytes:
+    """The digest a blob is stored under: BLAKE3 for tensors, the frontier digest for manifests.
+
+    Raises ``ValueError`` for bytes that are neither (they are never stored or served).
+    """
+    if is_tensor_payload(payload):
+        return payload_digest(payload)
+    return decode_manifest(payload).digest
+
+
+def verify_blob(digest: bytes, payload: bytes) -> bool:
+    try:
+        return blob_digest(payload) == digest
+    except (ManifestError, WireError, ValueError):
+        return False
+
+
+@dataclass(frozen=True)
+class StoredTrace:
+    frontier_digests: tuple[bytes, ...]
+    blobs: tuple[str, ...]
+    """Hex digests of everything stored for the job (for pinning)."""
+
+
+def store_trace(
+    blobs: LocalBlobs, model: Model, trace: Trace, commitment: Commitment
+) -> StoredTrace:
+    """Put every committed tensor and every frontier manifest of a trace into the blob store."""
+    stored: list[str] = []
+    for name, tensor in trace.values.items():
+        digest = commitment.tensor_digests[name].hex()
+        if not blobs.has(digest):
+            blobs.put(encode_tensor(tensor), expected=digest)
+        stored.append(digest)
+    for cut in range(model.num_ops + 1):
+        manifest = FrontierManifest(tuple(commitment.frontier_entries(model, cut)))
+        digest = commitment.frontier_digests[cut].hex()
+        if not blobs.has(digest):
+            blobs.put(manifest.encode(), expected=digest)
+        stored.append(digest)
+    return StoredTrace(commitment.frontier_digests, tuple(dict.fromkeys(stored)))
+
+
+class JobData:
+    """Fetches manifests and tensors by digest: the local store first, then peers."""
+
+    def __init__(
+        self,
+        local: LocalBlobs,
+        remote: RemoteBlobs | None,
+        *,
+        max_blob_bytes: int = 256 * 1024 * 1024,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.local = local
+        self.remote = remote
+        self.max_blob_bytes = max_blob_bytes
+        self.timeout_s = timeout_s
+
+    async def blob(self, digest: bytes, peers: Sequence[str]) -> bytes:
+        hexd = digest.hex()
+        if self.local.has(hexd):
+            payload = await asyncio.to_thread(self.local.get, hexd)
+            if verify_blob(digest, payload):
+                return payload
+        if self.remote is not None:
+            for peer in peers:
+                try:
+                    payload = await asyncio.wait_for(
+                        self.remote.fetch_blob(peer, digest, max_bytes=self.max_blob_bytes),
+                        self.timeout_s,
+                    )
+                except Exception as exc:  # any peer failure: try the next one
+                    log.debug("blob fetch failed", peer=peer, digest=hexd[:16], error=repr(exc))
+                    continue
+                if verify_blob(digest, payload):
+                    await asyncio.to_thread(
+                        functools.partial(self.local.put, expected=hexd), payload
+                    )
+                    return payload
+        raise DataUnavailable(f"blob {hexd[:16]}… unavailable from {len(peers)} peer(s)")
+
+    async def manifest(self, frontier_digest: bytes, peers: Sequence[str]) -> FrontierManifest:
+        return decode_manifest(await self.blob(frontier_digest, peers), frontier_digest)
+
+    async def tensors(
+        self, manifest: FrontierManifest, names: Iterable[str], peers: Sequence[str]
+    ) -> dict[str, torch.Tensor]:
+        wanted = list(names)
+        digests = [manifest.tensor_digest(name) for name in wanted]
+        payloads = await asyncio.gather(*(self.blob(d, peers) for d in digests))
+        return {
+            name: decode_tensor(payload, digest)
+            for name, digest, payload in zip(wanted, digests, payloads, strict=True)
+        }
+
+    async def frontier(
+        self, frontier_digest: bytes, peers: Sequence[str], names: Iterable[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The tensors of a frontier (all of them, or only ``names``), proven against its digest."""
+        manifest = await self.manifest(frontier_digest, peers)
+        return await self.tensors(manifest, manifest.names() if names is None else names, peers)
+
+
+class BlobServer:
+    """The p2p layer's blob source over the local store; ``refuse`` lets a devnet cheat
+    withhold chosen blobs."""
+
+    def __init__(self, local: LocalBlobs, refuse: Callable[[bytes], bool] | None = None) -> None:
+        self.local = local
+        self.refuse = refuse
+
+    def get(self, digest: bytes) -> bytes | None:
+        if self.refuse is not None and self.refuse(digest):
+            return None
+        hexd = digest.hex()
+        try:
+            return self.local.get(hexd) if self.local.has(hexd) else None
+        except Exception:  # a corrupt or vanished blob is "not found" to the peer
+            return None
+
+
+def pins_for(stored: Mapping[str, StoredTrace]) -> set[str]:
+    return {d for trace in stored.values() for d in trace.blobs}

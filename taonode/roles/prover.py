@@ -1,0 +1,319 @@
+"""The prover: serves inference over HTTP, commits every result on chain, defends disputes.
+
+The forward pass runs on the compute worker and the client gets its output as soon as it is
+computed. Hashing the trace, storing it in the blob store (where peers fetch it) and sending
+``commitResult`` happen afterwards on the background pool, off the response path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+import torch
+from aiohttp import web
+
+from taonode.api.app import Route, json_error
+from taonode.api.tensors import (
+    TensorCodecError,
+    tensor_to_json,
+    tensors_from_json,
+    tensors_from_safetensors,
+)
+from taonode.protocol.decisions import PostProverMove
+from taonode.protocol.dispute import expected_cuts
+from taonode.roles.cheats import Cheat
+from taonode.roles.compute import QueueFull
+from taonode.roles.context import RoleContext, ServedModel
+from taonode.roles.driver import Settled
+from taonode.roles.jobdata import LocalBlobs, store_trace
+from taonode.runtime.commit import commit
+from taonode.runtime.execute import Trace, run_traced
+from taonode.runtime.graph import ModelError
+from taonode.runtime.merkle import merkle_proof
+from taonode.store.state import Job, StateStore
+
+log = structlog.get_logger("taonode.prover")
+
+
+@dataclass(frozen=True)
+class InferResult:
+    job_id: bytes
+    model_id: bytes
+    outputs: dict[str, torch.Tensor]
+    seconds: float
+
+
+class ProverService:
+    """HTTP inference, background commitment and the prover's dispute moves."""
+
+    name = "prover"
+
+    def __init__(
+        self,
+        ctx: RoleContext,
+        store: StateStore,
+        blobs: LocalBlobs,
+        cheat: Cheat | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.store = store
+        self.blobs = blobs
+        self.cheat = cheat
+        self._background: set[asyncio.Task[None]] = set()
+        self._running = False
+        # Devnet/test cheats per job, and the blobs a withholding cheat refuses to serve.
+        self.job_cheats: dict[bytes, Cheat] = {}
+        self._withheld: set[bytes] = set()
+
+    # -- component ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._running = True
+        # Jobs computed but not yet committed when the node last stopped: their traces are gone
+        # (only committed traces are stored), so they are marked failed rather than left hanging.
+        for job in await self.store.run(self.store.jobs, "computed"):
+            await self.store.run(self.store.put_job, _with(job, status="failed"))
+
+    async def run(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self._running = False
+        # Commitments already computing are allowed to finish inside the stop budget.
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    def ready(self) -> bool:
+        return self._running
+
+    # -- inference ---------------------------------------------------------------------------
+
+    def withholds(self, digest: bytes) -> bool:
+        return digest in self._withheld
+
+    async def infer(
+        self, model_id: bytes, inputs: dict[str, torch.Tensor], *, cheat: Cheat | None = None
+    ) -> InferResult:
+        """Run a job. ``cheat`` exists for the devnet and tests only (no API reaches it)."""
+        served = self.ctx.models.get(model_id)
+        if served is None:
+            raise KeyError(model_id.hex())
+        job_id = os.urandom(32)
+        cheat = cheat or self.cheat
+        if cheat is not None:
+            self.job_cheats[job_id] = cheat
+        model = cheat.model(served.model) if cheat is not None else served.model
+        started = time.perf_counter()
+        trace = await self.ctx.compute.inference.submit(run_traced, model, inputs, self.ctx.device)
+        seconds = time.perf_counter() - started
+        self.ctx.metrics.inference_seconds.observe(seconds)
+        outputs = {name: trace.values[name] for name in served.model.outputs}
+        await self.store.run(
+            self.store.put_job,
+            Job(job_id.hex(), model_id.hex(), "computed", {"prover": self.ctx.me}),
+        )
+        task = asyncio.create_task(self._commit(job_id, served, trace), name="commit")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        self.ctx.metrics.jobs.labels(role="prover", outcome="served").inc()
+        return InferResult(job_id, model_id, outputs, seconds)
+
+    async def _commit(self, job_id: bytes, served: ServedModel, trace: Trace) -> None:
+        model = served.model
+        hexid = job_id.hex()
+        try:
+            commitment = await self.ctx.compute.background.submit(commit, model, trace)
+            stored = await self.ctx.compute.background.submit(
+                store_trace, self.blobs, model, trace, commitment
+            )
+            await self.store.run(self.store.pin, list(stored.blobs), f"job:{hexid}")
+            cheat = self.job_cheats.get(job_id)
+            if cheat is not None and cheat.withhold:
+                self._withheld.update(bytes.fromhex(b) for b in stored.blobs)
+            data: dict[str, Any] = {
+                "prover": self.ctx.me,
+                "frontier_digests": [d.hex() for d in commitment.frontier_digests],
+                "input_digest": commitment.input_digest.hex(),
+                "output_digest": commitment.output_digest.hex(),
+                "trace_root": commitment.trace_root.hex(),
+                "num_ops": commitment.num_ops,
+            }
+            await self.store.run(
+                self.store.put_job, Job(hexid, model.model_id.hex(), "committing", data)
+            )
+            tx = self.ctx.contracts.coordinator.commit_result_tx(
+                job_id,
+                model.model_id,
+                served.profile_id,
+                commitment.input_digest,
+                commitment.output_digest,
+                commitment.trace_root,
+                commitment.num_ops,
+                value=self.ctx.params.prover_bond,
+            )
+            record = await self.ctx.sender.submit(f"commit:{hexid}", tx)
+            data["commit_tx"] = getattr(record, "tx_hash", None)
+            await self.store.run(
+                self.store.put_job, Job(hexid, model.model_id.hex(), "committed", data)
+            )
+            log.info("result committed", job=hexid, ops=commitment.num_ops, tx=data["commit_tx"])
+        except Exception as exc:
+            log.error("commit failed", job=hexid, error=repr(exc))
+            self.ctx.metrics.jobs.labels(role="prover", outcome="commit_failed").inc()
+            await self.store.run(
+                self.store.put_job,
+                Job(hexid, model.model_id.hex(), "failed", {"error": repr(exc)}),
+            )
+
+    async def settle_background(self) -> None:
+        """Wait for every pending commitment (the devnet and tests use it)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    # -- dispute moves -----------------------------------------------------------------------
+
+    async def post_move(self, action: PostProverMove) -> None:
+        view = self.ctx.views.view(action.job_id)
+        if view is None or view.dispute is None:
+            raise Settled("no dispute in view")
+        cheat = self.job_cheats.get(action.job_id)
+        if cheat is not None and cheat.silent and view.dispute.round >= 1:
+            raise Settled("silent prover (devnet cheat) stopped answering")
+        job = await self.store.run(self.store.get_job, action.job_id.hex())
+        if job is None or "frontier_digests" not in job.data:
+            raise Settled("job unknown to this prover")
+        frontiers = [bytes.fromhex(d) for d in job.data["frontier_digests"]]
+        cuts = expected_cuts(view.dispute, self.ctx.params.k)
+        digests = [frontiers[c] for c in cuts]
+        proofs = [p for c in cuts for p in merkle_proof(frontiers, c)]
+        tx = self.ctx.contracts.coordinator.prover_move_tx(action.job_id, digests, proofs)
+        await self.ctx.sender.submit(action.key, tx)
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(
+                "POST",
+                "/v1/infer",
+                self._handle_infer,
+                "Run a model on inputs; the result is committed on chain afterwards",
+                {
+                    200: "outputs and job id",
+                    400: "malformed request",
+                    404: "unknown model",
+                    413: "request too large",
+                    503: "compute queue full",
+                },
+                request_schema={
+                    "type": "object",
+                    "required": ["model_id", "inputs"],
+                    "properties": {
+                        "model_id": {"type": "string", "description": "0x-prefixed bytes32"},
+                        "inputs": {
+                            "type": "object",
+                            "additionalProperties": {
+                                "type": "object",
+                                "properties": {
+                                    "dtype": {"type": "string"},
+                                    "shape": {"type": "array", "items": {"type": "integer"}},
+                                    "data": {"type": "array"},
+                                },
+                            },
+                        },
+                    },
+                },
+                tag="prover",
+            ),
+            Route(
+                "GET",
+                "/v1/jobs/{job_id}",
+                self._handle_job,
+                "A job's status, digests and commitment transaction",
+                {200: "job", 400: "malformed job id", 404: "unknown job"},
+                tag="prover",
+            ),
+        ]
+
+    async def _handle_infer(self, request: web.Request) -> web.Response:
+        try:
+            if request.content_type == "application/octet-stream":
+                model_hex = request.query.get("model_id", "")
+                inputs = tensors_from_safetensors(await request.read())
+            else:
+                try:
+                    body = await request.json()
+                except ValueError:
+                    return json_error(400, "body is not JSON")
+                if not isinstance(body, dict):
+                    return json_error(400, "body must be an object")
+                model_hex = str(body.get("model_id", ""))
+                inputs = tensors_from_json(body.get("inputs"))
+            model_id = _bytes32(model_hex)
+        except TensorCodecError as exc:
+            return json_error(400, "bad tensors", str(exc))
+        except ValueError as exc:
+            return json_error(400, str(exc))
+        try:
+            result = await self.infer(model_id, inputs)
+        except KeyError:
+            return json_error(404, "unknown model", model_hex)
+        except ModelError as exc:
+            return json_error(400, "inputs do not fit the model", str(exc))
+        except QueueFull:
+            return json_error(503, "compute queue full")
+        return web.json_response(
+            {
+                "job_id": "0x" + result.job_id.hex(),
+                "model_id": "0x" + result.model_id.hex(),
+                "outputs": {k: tensor_to_json(v) for k, v in result.outputs.items()},
+                "seconds": result.seconds,
+                "status": "committing",
+            }
+        )
+
+    async def _handle_job(self, request: web.Request) -> web.Response:
+        try:
+            job_id = _bytes32(request.match_info["job_id"])
+        except ValueError as exc:
+            return json_error(400, str(exc))
+        job = await self.store.run(self.store.get_job, job_id.hex())
+        if job is None:
+            return json_error(404, "unknown job")
+        view = self.ctx.views.view(job_id)
+        body: dict[str, Any] = {
+            "job_id": "0x" + job.job_id,
+            "model_id": "0x" + job.model_id,
+            "status": job.status,
+            "chain_status": view.status.value if view is not None else None,
+        }
+        for key in ("input_digest", "output_digest", "trace_root", "commit_tx", "num_ops"):
+            if key in job.data:
+                value = job.data[key]
+                body[key] = "0x" + value if isinstance(value, str) and key != "commit_tx" else value
+        return web.json_response(body)
+
+
+def _bytes32(text: str) -> bytes:
+    raw = text[2:] if text.startswith("0x") else text
+    try:
+        value = bytes.fromhex(raw)
+    except ValueError:
+        raise ValueError("id must be 32 bytes of hex") from None
+    if len(value) != 32:
+        raise ValueError("id must be 32 bytes of hex")
+    return value
+
+
+def _with(job: Job, **changes: Any) -> Job:
+    return Job(
+        changes.get("job_id", job.job_id),
+        changes.get("model_id", job.model_id),
+        changes.get("status", job.status),
+        changes.get("data", job.data),
+    )
