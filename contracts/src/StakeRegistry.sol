@@ -208,15 +208,59 @@ contract StakeRegistry {
     function sampleExcluding(uint256 r, address x, address y) external view returns (address) {
         uint256 avail = eligibleStake(x, y);
         if (avail == 0) revert NoStake();
-        uint256 t = r % avail;
-        (uint256 sx, uint256 wx) = _range(x);
-        (uint256 sy, uint256 wy) = x == y ? (0, 0) : _range(y);
+        (uint256 sx, uint256 wx, uint256 sy, uint256 wy) = _excludedRanges(x, y);
+        return _find(_skip(r % avail, sx, wx, sy, wy));
+    }
+
+    /// @notice Up to `seats` distinct nodes, none of them `x` or `y`, drawn stake-weighted with
+    /// the random words keccak256(seed, t) for t = 0 .. attempts-1 (repeats are rejected); empty
+    /// when no other node has stake. The committee draw of the coordinator.
+    function sampleCommittee(bytes32 seed, uint256 seats, uint256 attempts, address x, address y)
+        external
+        view
+        returns (address[] memory out)
+    {
+        out = new address[](seats);
+        uint256 count = 0;
+        uint256 avail = eligibleStake(x, y);
+        if (avail != 0) {
+            (uint256 sx, uint256 wx, uint256 sy, uint256 wy) = _excludedRanges(x, y);
+            for (uint256 t = 0; t < attempts && count < seats; ++t) {
+                uint256 r = uint256(keccak256(abi.encode(seed, t)));
+                address node = _find(_skip(r % avail, sx, wx, sy, wy));
+                bool dup = false;
+                for (uint256 j = 0; j < count; ++j) {
+                    if (out[j] == node) {
+                        dup = true;
+                        break;
+                    }
+                }
+                if (!dup) out[count++] = node;
+            }
+        }
+        assembly {
+            mstore(out, count)
+        }
+    }
+
+    /// The stake ranges of x and y, sorted by start; (0, 0) for one without stake.
+    function _excludedRanges(address x, address y)
+        private
+        view
+        returns (uint256 sx, uint256 wx, uint256 sy, uint256 wy)
+    {
+        (sx, wx) = _range(x);
+        (sy, wy) = x == y ? (0, 0) : _range(y);
         if (wy != 0 && (wx == 0 || sy < sx)) {
             (sx, wx, sy, wy) = (sy, wy, sx, wx);
         }
+    }
+
+    /// Maps t in [0, eligible) onto the full stake line, jumping over the excluded ranges.
+    function _skip(uint256 t, uint256 sx, uint256 wx, uint256 sy, uint256 wy) private pure returns (uint256) {
         if (wx != 0 && t >= sx) t += wx;
         if (wy != 0 && t >= sy) t += wy;
-        return _find(t);
+        return t;
     }
 
     function nodeInfo(address node)

@@ -667,32 +667,9 @@ contract TaoCoordinator {
     /// rejected), without replacement by rejecting repeats: at most
     /// DRAW_ATTEMPTS_PER_SEAT * committeeSize samples, so the committee may come out smaller than
     /// `committeeSize` when few nodes (or a few very large stakes) are registered.
-    function _select(bytes32 seed, address prover, address challenger) private view returns (address[] memory out) {
+    function _select(bytes32 seed, address prover, address challenger) private view returns (address[] memory) {
         uint256 m = committeeSize;
-        out = new address[](m);
-        uint256 count = 0;
-        if (stakes.eligibleStake(prover, challenger) == 0) {
-            assembly {
-                mstore(out, 0)
-            }
-            return out;
-        }
-        uint256 attempts = m * DRAW_ATTEMPTS_PER_SEAT;
-        for (uint256 t = 0; t < attempts && count < m; ++t) {
-            address node = stakes.sampleExcluding(uint256(keccak256(abi.encode(seed, t))), prover, challenger);
-            bool dup = false;
-            for (uint256 j = 0; j < count; ++j) {
-                if (out[j] == node) {
-                    dup = true;
-                    break;
-                }
-            }
-            if (dup) continue;
-            out[count++] = node;
-        }
-        assembly {
-            mstore(out, count)
-        }
+        return stakes.sampleCommittee(seed, m, m * DRAW_ATTEMPTS_PER_SEAT, prover, challenger);
     }
 
     function _record(bytes32 jobId, Dispute storage d, uint8 seat, address voter, uint8 verdict) private {

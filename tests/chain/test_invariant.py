@@ -50,7 +50,7 @@ T = TypeVar("T")
 VOTERS = list(range(FIRST_VOTER, FIRST_VOTER + 5))
 ACTORS = [PROVER, CHALLENGER, CLIENT, *VOTERS, 0]
 MAX_JOBS = 3
-EXAMPLES, STEPS = 12, 25
+EXAMPLES, STEPS = 8, 20
 REACHED: dict[str, int] = {}
 UNSETTLED = ((ResultStatus.PENDING, None), (ResultStatus.DISPUTED, None))
 IN_GAME = (
@@ -91,8 +91,48 @@ def machine_for(env: Env, run: Runner) -> type[RuleBasedStateMachine]:
         def teardown(self) -> None:
             try:
                 run(self.check_accounts())
+                self.drain()
+                run(self.check_accounts())
             finally:
                 run(env.chain.revert(self.snapshot))
+
+        def drain(self) -> None:
+            """Play every open job to its end (votes, timeouts, the window), everyone withdraws:
+            the coordinator must then hold exactly nothing."""
+            co = env.c.coordinator
+            for job in self.traces:
+                for _ in range(12):
+                    r = run(co.result_of(job))
+                    if r.status not in (ResultStatus.PENDING, ResultStatus.DISPUTED):
+                        break
+                    d = run(co.dispute_of(job))
+                    if d.phase == Phase.VOTING:
+                        members = run(co.committee_of(job))
+                        seats = [
+                            i
+                            for i, m in enumerate(members)
+                            if run(co.ballot_of(job, m)) == NOT_VOTED
+                        ]
+                        if seats:
+                            v = Verdict.THEORETICAL_VIOLATION
+                            sigs = [env.vote_sig(key_of(env, members[i]), job, v) for i in seats]
+                            self.attempt(co.submit_votes(job, seats, [int(v)] * len(seats), sigs))
+                        if not self.attempt(co.resolve(job)):
+                            run(env.mine(p.voteWindow + 1))
+                    elif d.phase == Phase.AWAIT_DRAW:
+                        self.move(job, 0)
+                    else:
+                        run(env.mine(max(p.challengeWindow, p.moveTimeout) + 1))
+                        for end in (co.finalize, co.timeout):
+                            if self.attempt(end(job)):
+                                break
+                status = run(co.result_of(job)).status
+                assert status not in (ResultStatus.PENDING, ResultStatus.DISPUTED), status
+            for a in ACTORS:
+                if run(co.pending(env.addr(a))):
+                    assert self.attempt(env.as_(a).coordinator.withdraw())
+            run(self.check())
+            assert run(env.balance(co.address)) == 0
 
         def attempt(self, coro: Coroutine[Any, Any, Any]) -> bool:
             name = str(getattr(coro, "__qualname__", "?"))

@@ -273,6 +273,20 @@ class StakeRegistry(ContractBinding):
         out = await self._call("sample", [r], block)
         return cast(ChecksumAddress, convert("address", out))
 
+    async def sample_committee(
+        self,
+        seed: bytes,
+        seats: int,
+        attempts: int,
+        x: str,
+        y: str,
+        *,
+        block: BlockIdentifier = "latest",
+    ) -> list[ChecksumAddress]:
+        """``sampleCommittee``"""
+        out = await self._call("sampleCommittee", [seed, seats, attempts, x, y], block)
+        return cast(list[ChecksumAddress], convert("address[]", out))
+
     async def sample_excluding(
         self, r: int, x: str, y: str, *, block: BlockIdentifier = "latest"
     ) -> ChecksumAddress:
