@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -79,22 +80,41 @@ class StoredTrace:
 
 
 def store_trace(
-    blobs: LocalBlobs, model: Model, trace: Trace, commitment: Commitment
+    blobs: LocalBlobs,
+    model: Model,
+    trace: Trace,
+    commitment: Commitment,
+    *,
+    workers: int = 8,
 ) -> StoredTrace:
-    """Put every committed tensor and every frontier manifest of a trace into the blob store."""
-    stored: list[str] = []
+    """Put every committed tensor and every frontier manifest of a trace into the blob store.
+
+    Each put is fsynced, so the puts run on ``workers`` threads: the file system batches
+    concurrent syncs (one at a time, a MiniLM trace of 175 blobs took ~1.3-2 s here; on 8
+    threads ~0.15 s). Tensors go in before the manifests that name them, and everything is
+    stored before this returns (the result is committed on chain only afterwards).
+    """
+    tensors: dict[str, torch.Tensor] = {}
     for name, tensor in trace.values.items():
-        digest = commitment.tensor_digests[name].hex()
-        if not blobs.has(digest):
-            blobs.put(encode_tensor(tensor), expected=digest)
-        stored.append(digest)
+        tensors.setdefault(commitment.tensor_digests[name].hex(), tensor)
+    manifests: dict[str, FrontierManifest] = {}
     for cut in range(model.num_ops + 1):
         manifest = FrontierManifest(tuple(commitment.frontier_entries(model, cut)))
-        digest = commitment.frontier_digests[cut].hex()
+        manifests.setdefault(commitment.frontier_digests[cut].hex(), manifest)
+
+    def put_tensor(digest: str) -> None:
         if not blobs.has(digest):
-            blobs.put(manifest.encode(), expected=digest)
-        stored.append(digest)
-    return StoredTrace(commitment.frontier_digests, tuple(dict.fromkeys(stored)))
+            blobs.put(encode_tensor(tensors[digest]), expected=digest)
+
+    def put_manifest(digest: str) -> None:
+        if not blobs.has(digest):
+            blobs.put(manifests[digest].encode(), expected=digest)
+
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="store-trace") as pool:
+        # list() re-raises the first failure of each phase.
+        list(pool.map(put_tensor, tensors))
+        list(pool.map(put_manifest, manifests))
+    return StoredTrace(commitment.frontier_digests, (*tensors, *manifests))
 
 
 class JobData:
