@@ -17,18 +17,18 @@ from collections.abc import Sequence
 from taonode import __version__
 from taonode.exitcodes import EXIT_USAGE
 
-COMMANDS = (
-    "config",
-    "devnet",
-    "model",
-    "trace",
-    "check",
-    "calibrate",
-    "profile",
-    "keys",
-    "contracts",
-    "bench",
-)
+COMMANDS: dict[str, str] = {
+    "config": "validate and show node configurations",
+    "devnet": "run a local network through honest and cheating jobs",
+    "model": "export, inspect and add models",
+    "trace": "run a model op by op and write its trace",
+    "check": "check a trace against the theoretical bounds and a profile",
+    "calibrate": "calibrate an empirical tolerance profile",
+    "profile": "show and merge tolerance profiles",
+    "keys": "create, import and inspect encrypted keystores",
+    "contracts": "build and deploy the TAO contracts",
+    "bench": "run benchmarks",
+}
 ROLES = ("prover", "challenger", "voter")
 
 
@@ -39,7 +39,9 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    """The full parser for ``selected`` (or for none): only the chosen command's module is
+    imported, so ``taonode --version`` or ``config validate`` never pay for torch."""
     parser = _Parser(
         prog="taonode",
         description="TAO node: prove, challenge and adjudicate ML inference results.",
@@ -62,15 +64,25 @@ def build_parser() -> argparse.ArgumentParser:
     # Tests and local networks only (refused unless the chain id is a local one).
     parser.add_argument("--unsafe-cheat", help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name in COMMANDS:
-        module = importlib.import_module(f"taonode.commands.{name}")
-        module.register(sub)
+    for name, summary in COMMANDS.items():
+        if name == selected:
+            importlib.import_module(f"taonode.commands.{name}").register(sub)
+        else:
+            sub.add_parser(name, help=summary, add_help=False)
     return parser
 
 
+def _selected_command(argv: Sequence[str]) -> str | None:
+    for token in argv:
+        if token in COMMANDS:
+            return token
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_selected_command(arguments))
+    args = parser.parse_args(arguments)
     if args.command is not None:
         code: int = args.func(args)
         return code

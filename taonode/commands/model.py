@@ -1,4 +1,5 @@
-"""``taonode model``: export a PyTorch model to ``.pt2`` and describe an exported one."""
+"""``taonode model``: export a PyTorch model to ``.pt2``, describe an exported one, and add
+one (with its profile) to a node."""
 
 from __future__ import annotations
 
@@ -48,6 +49,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     info.add_argument("model", help="a .pt2 file")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(func=run_info)
+
+    from taonode.commands.model_add import register_verb
+
+    register_verb(verbs)
 
 
 def _factory(args: argparse.Namespace) -> Factory:

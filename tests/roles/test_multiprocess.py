@@ -13,6 +13,8 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -32,7 +34,7 @@ from taonode.modelstore import add_model
 from taonode.p2p.identity import load_or_create, peer_id_of
 from taonode.runtime.profile import save_profile
 from taonode.signer import LocalSigner
-from tests.node.daemon import Daemon
+from tests.node.daemon import ROOT, Daemon
 
 ETHER = 10**18
 PASSWORD = "multi-process test password"
@@ -80,7 +82,8 @@ def _write_node(
     password = home / "password"
     password.write_text(PASSWORD)
     password.chmod(0o600)
-    add_model(home / "models", program, profile)
+    if name != "prover":  # the prover adds it with `taonode model add` (registering it)
+        add_model(home / "models", program, profile)
     api_port = free_port()
     config = home / "node.toml"
     config.write_text(
@@ -137,7 +140,6 @@ async def test_multiprocess_roles_on_anvil_with_crashes_and_rpc_outage_succeeds(
         profile_file = tmp_path / "profile.json"
         save_profile(profile, profile_file)
         contracts = Contracts.connect(chain.w3, deployment, transactor)
-        await contracts.models.register_model(model.model_id, profile.profile_id, "test")
 
         layout: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
             ("prover", ("prover",), ()),
@@ -171,6 +173,32 @@ async def test_multiprocess_roles_on_anvil_with_crashes_and_rpc_outage_succeeds(
             )
             setup.extra_args = extra
             nodes[name] = setup
+        # The honest prover registers the model through the command an operator runs.
+        added = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "taonode",
+                "model",
+                "add",
+                str(program),
+                "--profile",
+                str(profile_file),
+                "--config",
+                str(nodes["prover"].config),
+                "--uri",
+                "test",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        )
+        assert added.returncode == 0, added.stderr
+        assert "registered on chain" in added.stdout
+        assert await contracts.models.profile_of(model.model_id) == profile.profile_id
 
         async def mine() -> None:
             while True:
