@@ -9,56 +9,58 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 
 class P2PMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.peers = Gauge("tao_p2p_peers_connected", "Connected libp2p peers", registry=registry)
+        self.peers = Gauge(
+            "taonode_p2p_peers_connected", "Connected libp2p peers", registry=registry
+        )
         self.messages_in = Counter(
-            "tao_p2p_messages_in_total",
+            "taonode_p2p_messages_in_total",
             "Valid envelopes received, by message kind",
             ["kind"],
             registry=registry,
         )
         self.messages_out = Counter(
-            "tao_p2p_messages_out_total",
+            "taonode_p2p_messages_out_total",
             "Envelopes published, by message kind",
             ["kind"],
             registry=registry,
         )
         self.rejected = Counter(
-            "tao_p2p_rejected_total",
+            "taonode_p2p_rejected_total",
             "Inbound envelopes rejected, by reason",
             ["reason"],
             registry=registry,
         )
         self.dropped = Counter(
-            "tao_p2p_delivery_dropped_total",
+            "taonode_p2p_delivery_dropped_total",
             "Valid envelopes dropped because a subscriber's queue was full",
             registry=registry,
         )
         self.blob_bytes = Counter(
-            "tao_p2p_blob_bytes_total",
+            "taonode_p2p_blob_bytes_total",
             "Blob payload bytes, by direction",
             ["direction"],
             registry=registry,
         )
         self.blob_seconds = Histogram(
-            "tao_p2p_blob_fetch_seconds",
+            "taonode_p2p_blob_fetch_seconds",
             "Blob fetch latency (request to verified payload)",
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
         self.blob_failures = Counter(
-            "tao_p2p_blob_failures_total",
+            "taonode_p2p_blob_failures_total",
             "Failed blob fetches, by reason",
             ["reason"],
             registry=registry,
         )
         self.vote_seconds = Histogram(
-            "tao_p2p_vote_collection_seconds",
+            "taonode_p2p_vote_collection_seconds",
             "Time from joining a committee channel to quorum",
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
         self.dials = Counter(
-            "tao_p2p_dials_total",
+            "taonode_p2p_dials_total",
             "Bootstrap dial attempts, by outcome",
             ["outcome"],
             registry=registry,

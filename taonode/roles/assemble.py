@@ -36,6 +36,7 @@ from taonode.roles.context import RoleContext, ServedModel
 from taonode.roles.driver import Handler, Policy, ProtocolDriver
 from taonode.roles.jobdata import BlobServer, JobData, blob_digest, verify_blob
 from taonode.roles.metrics import RoleMetrics
+from taonode.roles.payouts import PayoutCollector
 from taonode.roles.peers import PeerBook
 from taonode.roles.prover import ProverService
 from taonode.roles.voter import VoterService
@@ -294,7 +295,9 @@ async def build_role_node(
                 ),
             )
         )
-    driver = ProtocolDriver(feed, policies, handlers, metrics, move_timeout=params.move_timeout)
+    driver = ProtocolDriver(
+        feed, policies, handlers, metrics, move_timeout=params.move_timeout, me=me
+    )
     driver_ref.append(driver)
     views.driver = driver
 
@@ -310,6 +313,7 @@ async def build_role_node(
         _Lifecycle("watcher", watcher, start=False),
         compute,
         *services,
+        PayoutCollector(ctx),
         driver,
     ]
     routes = prover.routes() if prover is not None else []

@@ -20,7 +20,18 @@ import structlog
 
 from taonode.chain.contract import Event
 from taonode.protocol.decisions import Action
-from taonode.protocol.dispute import ChainEvent, JobView, ProtocolError, ResultStatus, apply
+from taonode.protocol.dispute import (
+    ChainEvent,
+    DisputeOpened,
+    DisputeResolved,
+    JobView,
+    Outcome,
+    Phase,
+    ProtocolError,
+    ResultFinalized,
+    ResultStatus,
+    apply,
+)
 from taonode.roles.chain import to_protocol
 from taonode.roles.metrics import RoleMetrics
 
@@ -84,6 +95,7 @@ class ProtocolDriver:
         metrics: RoleMetrics,
         *,
         move_timeout: int,
+        me: str = "",
         max_concurrent: int = 16,
         on_view: Callable[[JobView, ChainEvent], None] | None = None,
     ) -> None:
@@ -92,7 +104,9 @@ class ProtocolDriver:
         self.handlers = handlers
         self.metrics = metrics
         self.move_timeout = move_timeout
+        self.me = me.lower()
         self.state = DriverState()
+        self._opened_at: dict[bytes, float] = {}
         self.on_view = on_view
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._settled: set[str] = set()
@@ -146,9 +160,72 @@ class ProtocolDriver:
                 log.warning("event ignored", event=type(event).__name__, error=str(exc))
                 continue
             self.state.views[event.job_id] = view
+            self._observe(view, event)
             if self.on_view is not None:
                 self.on_view(view, event)
+        self._update_slack()
         self._changed.set()
+
+    # -- metrics -----------------------------------------------------------------------------
+
+    def _parties(self, view: JobView) -> list[str]:
+        roles = []
+        if view.prover.lower() == self.me:
+            roles.append("prover")
+        dispute = view.dispute
+        if dispute is not None and dispute.challenger.lower() == self.me:
+            roles.append("challenger")
+        if dispute is not None and any(m.lower() == self.me for m in dispute.committee):
+            roles.append("voter")
+        return roles
+
+    def _observe(self, view: JobView, event: ChainEvent) -> None:
+        if isinstance(event, DisputeOpened):
+            self._opened_at[view.job_id] = time.monotonic()
+        elif isinstance(event, ResultFinalized) and view.dispute is None:
+            if view.prover.lower() == self.me:
+                self.metrics.jobs.labels(role="prover", outcome="finalized").inc()
+        elif isinstance(event, DisputeResolved) and view.dispute is not None:
+            self.metrics.dispute_rounds.observe(view.dispute.round + 1)
+            opened = self._opened_at.pop(view.job_id, None)
+            if opened is not None:
+                self.metrics.resolution_seconds.observe(time.monotonic() - opened)
+            for role in self._parties(view):
+                if event.outcome is Outcome.NO_QUORUM:
+                    outcome = "no_quorum"
+                elif role == "voter":
+                    outcome = "resolved"
+                else:
+                    outcome = "won" if event.winner.lower() == self.me else "lost"
+                self.metrics.disputes.labels(role=role, outcome=outcome).inc()
+
+    def _update_slack(self) -> None:
+        """Blocks left before the nearest deadline this node must act on, per role."""
+        nearest: dict[str, int] = {}
+        for view in self.state.views.values():
+            dispute = view.dispute
+            if dispute is None or _closed(view):
+                continue
+            due: str | None = None
+            if dispute.phase is Phase.PROVER_MOVE and view.prover.lower() == self.me:
+                due = "prover"
+            elif dispute.phase is Phase.CHALLENGER_MOVE and dispute.challenger.lower() == self.me:
+                due = "challenger"
+            elif (
+                dispute.phase is Phase.VOTING
+                and any(m.lower() == self.me for m in dispute.committee)
+                and not view.voted(self.me)
+            ):
+                due = "voter"
+            if due is not None:
+                slack = dispute.deadline - self.state.head
+                nearest[due] = min(nearest.get(due, slack), slack)
+        for role in ("prover", "challenger", "voter"):
+            if role in nearest:
+                self.metrics.deadline_slack.labels(role=role).set(nearest[role])
+            else:
+                with contextlib.suppress(KeyError):
+                    self.metrics.deadline_slack.remove(role)
 
     def step(self) -> list[Action]:
         """Start every action the roles want now; returns the ones started."""

@@ -92,7 +92,7 @@ async def test_five_processes_end_to_end(peers: list[PeerProc]) -> None:
     async def all_rejected() -> bool:
         for p in peers[:4]:
             m = (await p.cmd("metrics"))["metrics"]
-            if any(_count(m, "tao_p2p_rejected_total", reason=r) < 1 for r in reasons):
+            if any(_count(m, "taonode_p2p_rejected_total", reason=r) < 1 for r in reasons):
                 return False
         return True
 

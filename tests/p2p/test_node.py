@@ -69,9 +69,9 @@ async def test_publish_subscribe_typed_and_counted(make_node: NodeFactory) -> No
     assert [r.body.n_ops for r in got] == list(range(5))
     assert {r.sender for r in got} == {a.signer.address}
     assert {r.peer_id for r in got} == {a.peer_id}
-    assert metric(b, "tao_p2p_messages_in_total", kind="ResultAnnouncement") == 5
-    assert metric(a, "tao_p2p_messages_out_total", kind="ResultAnnouncement") == 5
-    assert metric(b, "tao_p2p_peers_connected") == 1
+    assert metric(b, "taonode_p2p_messages_in_total", kind="ResultAnnouncement") == 5
+    assert metric(a, "taonode_p2p_messages_out_total", kind="ResultAnnouncement") == 5
+    assert metric(b, "taonode_p2p_peers_connected") == 1
 
 
 async def test_hostile_gossip_is_rejected_and_node_keeps_going(make_node: NodeFactory) -> None:
@@ -91,9 +91,9 @@ async def test_hostile_gossip_is_rejected_and_node_keeps_going(make_node: NodeFa
     await a.publish(RESULTS, _result(3))
     assert (await sub_b.get(5)).body == _result(3)
     assert sub_b.queue.empty()
-    assert metric(b, "tao_p2p_rejected_total", reason="malformed") == 1
-    assert metric(b, "tao_p2p_rejected_total", reason="bad_signature") == 1
-    assert metric(b, "tao_p2p_rejected_total", reason="replay") == 1
+    assert metric(b, "taonode_p2p_rejected_total", reason="malformed") == 1
+    assert metric(b, "taonode_p2p_rejected_total", reason="bad_signature") == 1
+    assert metric(b, "taonode_p2p_rejected_total", reason="replay") == 1
 
 
 async def test_non_member_vote_never_reaches_the_subscriber(make_node: NodeFactory) -> None:
@@ -107,7 +107,7 @@ async def test_non_member_vote_never_reaches_the_subscriber(make_node: NodeFacto
     await a.publish(topic, VoteMessage(dispute, 3, b"\x01" * 65))
     with pytest.raises(TimeoutError):
         await sub.get(0.5)
-    assert metric(b, "tao_p2p_rejected_total", reason="not_member") == 1
+    assert metric(b, "taonode_p2p_rejected_total", reason="not_member") == 1
 
 
 async def test_blob_fetch_verified_missing_corrupt_and_capped(make_node: NodeFactory) -> None:
@@ -126,10 +126,10 @@ async def test_blob_fetch_verified_missing_corrupt_and_capped(make_node: NodeFac
         await b.fetch_blob(a.peer_id, corrupt_digest)
     with pytest.raises(BlobTooLarge):
         await b.fetch_blob(a.peer_id, digest, max_bytes=1024)
-    assert metric(b, "tao_p2p_blob_bytes_total", direction="in") == len(payload)
-    assert metric(a, "tao_p2p_blob_bytes_total", direction="out") == len(payload) + 29
-    assert metric(b, "tao_p2p_blob_failures_total", reason="digest_mismatch") == 1
-    assert metric(b, "tao_p2p_blob_fetch_seconds_count") == 1
+    assert metric(b, "taonode_p2p_blob_bytes_total", direction="in") == len(payload)
+    assert metric(a, "taonode_p2p_blob_bytes_total", direction="out") == len(payload) + 29
+    assert metric(b, "taonode_p2p_blob_failures_total", reason="digest_mismatch") == 1
+    assert metric(b, "taonode_p2p_blob_fetch_seconds_count") == 1
 
 
 async def test_blob_server_bounds_concurrent_transfers(make_node: NodeFactory) -> None:
