@@ -29,7 +29,7 @@ from taonode.api.tensors import tensor_to_json
 from taonode.chain.anvil import AnvilChain, free_port
 from taonode.chain.deploy import Contracts, Deployment, DeployParams, deploy
 from taonode.chain.embedded import EmbeddedChain
-from taonode.chain.localchain import LocalChain
+from taonode.chain.localchain import BlockClock, LocalChain
 from taonode.chain.tx import DirectTransactor
 from taonode.protocol.dispute import JobView, Outcome, ResultStatus
 from taonode.roles.assemble import RoleNode, RoleNodeSpec, build_role_node
@@ -117,30 +117,6 @@ DEVNET_PARAMS = DeployParams(
     unbondDelay=20,
     maxNodes=64,
 )
-
-
-class BlockClock:
-    """Mines an empty block every interval, so block-based deadlines advance in wall time."""
-
-    name = "block-clock"
-
-    def __init__(self, chain: LocalChain, interval_s: float) -> None:
-        self.chain = chain
-        self.interval_s = interval_s
-
-    async def start(self) -> None:
-        return None
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            await self.chain.mine(1)
-
-    async def stop(self) -> None:
-        return None
-
-    def ready(self) -> bool:
-        return True
 
 
 class _Task:

@@ -8,7 +8,6 @@ keystore) signs with a public dev key. Any other RPC needs a keystore and a depl
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from taonode.chain.deploy import Contracts, Deployment, DeployParams, deploy
 from taonode.chain.embedded import EmbeddedChain
-from taonode.chain.localchain import dev_key
+from taonode.chain.localchain import BlockClock, dev_key
 from taonode.chain.tx import DirectTransactor, TxRequest
 from taonode.config import NodeConfig
 from taonode.keys import KeystoreError, PasswordSource, load_node_signer
@@ -39,30 +38,6 @@ class ChainParts:
     signer: Signer
     deployment: Deployment
     components: list[Component] = field(default_factory=list)
-
-
-class _BlockClock:
-    """Mines a block every interval on the embedded development chain."""
-
-    name = "dev-chain"
-
-    def __init__(self, chain: EmbeddedChain, interval_s: float) -> None:
-        self.chain = chain
-        self.interval_s = interval_s
-
-    async def start(self) -> None:
-        return None
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            await self.chain.mine(1)
-
-    async def stop(self) -> None:
-        return None
-
-    def ready(self) -> bool:
-        return True
 
 
 def models_dir(config: NodeConfig) -> Path:
@@ -141,5 +116,5 @@ async def _embedded(config: NodeConfig) -> ChainParts:
     _, served = load_served(config, deployment.params.k)
     for model_id, entry in served.items():
         await contracts.models.register_model(model_id, entry.profile_id, "embedded")
-    clock = _BlockClock(chain, config.chain.poll_interval_s)
+    clock = BlockClock(chain, config.chain.poll_interval_s)
     return ChainParts(chain.w3, signer, deployment, [clock])

@@ -6,6 +6,7 @@ deadlines are deterministic in tests and in the devnet.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol
 
 from eth_account import Account
@@ -52,3 +53,28 @@ class LocalChain(Protocol):
     async def revert(self, snapshot: str) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class BlockClock:
+    """A component that mines an empty block every interval on a local chain, so block-based
+    deadlines advance in wall time (local chains otherwise mine only on transactions)."""
+
+    name = "block-clock"
+
+    def __init__(self, chain: LocalChain, interval_s: float) -> None:
+        self.chain = chain
+        self.interval_s = interval_s
+
+    async def start(self) -> None:
+        return None
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await self.chain.mine(1)
+
+    async def stop(self) -> None:
+        return None
+
+    def ready(self) -> bool:
+        return True
