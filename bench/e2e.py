@@ -4,11 +4,12 @@
   re-execution and the end-to-end comparison against the calibrated profile, exactly the two
   calls of ``ChallengerService._reexecute``) divided by a plain inference
   (``ExportedProgram.module()``); medians of interleaved runs. Target ≤ 1.2×.
-* ``prover`` — prover throughput: sequential jobs through a real prover node on the embedded
-  chain (``ProverService.infer``, and ``POST /v1/infer`` with JSON tensors) against a plain
-  torch loop over the same exported module. "response" counts until the last answer;
-  "sustained" until every result is also hashed, stored and committed on chain (the
-  background work shares the CPU). Target ≥ 0.9×.
+* ``prover`` — prover throughput: sequential jobs through a real prover node on anvil
+  (``--prover-chain embedded``: in-process py-evm, which runs on the node's event loop) via
+  ``ProverService.infer`` and ``POST /v1/infer`` with JSON tensors, against a plain torch loop
+  over the same exported module. "response" counts until the last answer; "sustained" until
+  every result is also hashed, stored and committed on chain (the background work shares the
+  CPU). Target ≥ 0.9×.
 * ``dispute`` — a devnet on anvil (``taonode.devnet.Devnet``, ``chain="anvil"``) with one
   honest job and one cheating prover (``perturb-1e-3`` by default): wall time from submission
   to resolution and the gas all nodes spent on each job.
@@ -39,9 +40,10 @@ from prometheus_client import CollectorRegistry
 
 from taonode.api.app import ApiServer, build_app
 from taonode.api.tensors import tensor_to_json
-from taonode.chain.anvil import free_port
+from taonode.chain.anvil import AnvilChain, free_port
 from taonode.chain.deploy import Contracts, deploy
 from taonode.chain.embedded import EmbeddedChain
+from taonode.chain.localchain import LocalChain
 from taonode.chain.tx import DirectTransactor
 from taonode.devnet import (
     DEVNET_PARAMS,
@@ -138,9 +140,13 @@ class ProverNode:
 
 
 @contextlib.asynccontextmanager
-async def prover_node(p: Prepared, workdir: Path) -> AsyncIterator[ProverNode]:
-    """One prover node on the embedded chain, as the devnet builds it, with its HTTP API."""
-    chain = EmbeddedChain(num_keys=3)
+async def prover_node(p: Prepared, workdir: Path, chain_kind: str) -> AsyncIterator[ProverNode]:
+    """One prover node on a local chain, as the devnet builds it, with its HTTP API."""
+    chain: LocalChain
+    if chain_kind == "anvil":
+        chain = await AnvilChain.start(num_keys=3)
+    else:
+        chain = EmbeddedChain(num_keys=3)
     transactor = DirectTransactor(chain.w3, LocalSigner(chain.keys[0]))
     deployment = await deploy(chain.w3, transactor, DEVNET_PARAMS)
     contracts = Contracts.connect(chain.w3, deployment, transactor)
@@ -196,7 +202,9 @@ async def _committed(node: RoleNode, job_ids: Sequence[bytes]) -> int:
     return count
 
 
-async def prover_throughput(p: Prepared, jobs: int, workdir: Path) -> dict[str, Any]:
+async def prover_throughput(
+    p: Prepared, jobs: int, workdir: Path, chain_kind: str
+) -> dict[str, Any]:
     model = p.model
     inputs = [inputs_like(model, p.example, 2000 + i) for i in range(jobs)]
     module = model.program.module()
@@ -216,7 +224,7 @@ async def prover_throughput(p: Prepared, jobs: int, workdir: Path) -> dict[str, 
         run_plain(model, x)
     run_plain_s = time.perf_counter() - t
 
-    async with prover_node(p, workdir) as pn:
+    async with prover_node(p, workdir, chain_kind) as pn:
         prover = pn.node.prover
         assert prover is not None
         await prover.infer(model.model_id, inputs[0])  # warm the worker
@@ -254,6 +262,7 @@ async def prover_throughput(p: Prepared, jobs: int, workdir: Path) -> dict[str, 
     plain_rate = rate(plain_s)
     return {
         "model": p.name,
+        "chain": chain_kind,
         "jobs": jobs,
         "plain_jobs_per_s": plain_rate,
         "run_plain_jobs_per_s": rate(run_plain_s),
@@ -341,7 +350,9 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         if "challenger" in args.parts:
             doc["challenger"].append(await asyncio.to_thread(challenger_cost, prepared[name], runs))
         if "prover" in args.parts:
-            doc["prover"].append(await prover_throughput(prepared[name], jobs, workdir))
+            doc["prover"].append(
+                await prover_throughput(prepared[name], jobs, workdir, args.prover_chain)
+            )
         if "dispute" in args.parts:
             result = await dispute(name, args.cheat, args.voters, args.devnet_timeout)
             doc["dispute"].append(result)
@@ -368,10 +379,20 @@ def _print(doc: dict[str, Any]) -> None:
     if doc["prover"]:
         _table(
             "prover throughput, jobs/s (ratio to the plain torch loop; target ≥ 0.9×)",
-            ["model", "jobs", "plain", "service resp", "service sust", "http resp", "http sust"],
+            [
+                "model",
+                "chain",
+                "jobs",
+                "plain",
+                "service resp",
+                "service sust",
+                "http resp",
+                "http sust",
+            ],
             [
                 [
                     r["model"],
+                    r["chain"],
                     str(r["jobs"]),
                     f"{r['plain_jobs_per_s']:.1f}",
                     f"{r['service_response_jobs_per_s']:.1f} ({r['service_response_ratio']:.2f}×)",
@@ -418,6 +439,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--runs", type=int, default=20, help="challenger-cost repetitions")
     parser.add_argument("--jobs", type=int, default=32, help="prover-throughput jobs")
+    parser.add_argument(
+        "--prover-chain",
+        choices=("anvil", "embedded"),
+        default="anvil",
+        help="chain under the prover-throughput node (embedded py-evm runs on the event loop)",
+    )
     parser.add_argument("--cheat", default="perturb-1e-3")
     parser.add_argument("--voters", type=int, default=4)
     parser.add_argument("--devnet-timeout", type=float, default=240.0)
