@@ -114,6 +114,7 @@ class ProtocolDriver:
         self._failed_at: dict[str, int] = {}
         self._limit = asyncio.Semaphore(max_concurrent)
         self._ready = False
+        self._stopping = False
         self._changed = asyncio.Event()
 
     # -- component ---------------------------------------------------------------------------
@@ -132,9 +133,13 @@ class ProtocolDriver:
                 self._ready = True
                 self.step()
         finally:
+            self._stopping = True
             await self._cancel_all()
 
     async def stop(self) -> None:
+        # No new actions from here on: a cancelled action's cleanup schedules a step, which
+        # would otherwise start actions against components that are stopping after us.
+        self._stopping = True
         await self._cancel_all()
 
     def ready(self) -> bool:
@@ -230,6 +235,8 @@ class ProtocolDriver:
     def step(self) -> list[Action]:
         """Start every action the roles want now; returns the ones started."""
         started: list[Action] = []
+        if self._stopping:
+            return started
         for view in list(self.state.views.values()):
             if _closed(view):
                 continue

@@ -217,3 +217,34 @@ async def test_driver_settled_action_not_retried_succeeds() -> None:
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_driver_stop_starts_no_new_actions_succeeds() -> None:
+    feed = ScriptedFeed([committed(JOB_A, 3), committed(JOB_B, 4)])
+    gate = asyncio.Event()
+    calls: list[bytes] = []
+
+    async def blocking(action: d.Finalize) -> None:
+        calls.append(action.job_id)
+        await gate.wait()
+
+    driver = ProtocolDriver(
+        feed,
+        [("prover", lambda job, head: d.prover_decide(job, PROVER, head))],
+        {d.Finalize: blocking},
+        RoleMetrics(CollectorRegistry()),
+        move_timeout=20,
+        max_concurrent=1,
+    )
+    await driver.start()
+    driver.ingest(FeedBatch(head=WINDOW_END + 1))
+    assert len(driver.step()) == 2
+    await until(lambda: len(calls) == 1)
+    # Stopping cancels both (one running, one waiting for the concurrency slot); the step each
+    # one's cleanup schedules must not start them again against a stopping node.
+    await driver.stop()
+    await asyncio.sleep(0.05)
+    assert driver.step() == []
+    # Nothing left running (a restarted action would block on the gate forever).
+    await asyncio.wait_for(driver.idle(), 5)
+    assert calls == [calls[0]]
