@@ -44,11 +44,10 @@ from taonode.api.tensors import tensor_to_json
 from taonode.chain.anvil import AnvilChain, free_port
 from taonode.chain.deploy import Contracts, deploy
 from taonode.chain.embedded import EmbeddedChain
-from taonode.chain.localchain import LocalChain
+from taonode.chain.localchain import BlockClock, LocalChain
 from taonode.chain.tx import DirectTransactor
 from taonode.devnet import (
     DEVNET_PARAMS,
-    BlockClock,
     Devnet,
     DevnetOptions,
     calibrate_profile,

@@ -23,10 +23,10 @@ from taonode.chain.anvil import free_port
 from taonode.chain.bindings import coordinator as co
 from taonode.chain.deploy import Contracts, deploy
 from taonode.chain.embedded import EmbeddedChain
+from taonode.chain.localchain import BlockClock
 from taonode.chain.tx import DirectTransactor
 from taonode.devnet import (
     DEVNET_PARAMS,
-    BlockClock,
     calibrate_profile,
     inputs_like,
     prepare_model,
