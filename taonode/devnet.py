@@ -105,7 +105,7 @@ class Scenario:
 DEVNET_PARAMS = DeployParams(
     challengeWindow=40,
     moveTimeout=60,
-    voteWindow=40,
+    voteWindow=100,
     proverBond=ETHER,
     challengerBond=ETHER,
     k=4,

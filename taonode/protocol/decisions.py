@@ -184,17 +184,27 @@ def _same(a: str, b: str) -> bool:
     return a.lower() == b.lower()
 
 
-def _housekeeping(job: JobView, head: int) -> list[Action]:
+# Anyone may draw the committee or resolve the vote; the challenger does it first and the
+# others only after a few blocks' grace, so one transaction does the job instead of a burst of
+# identical ones that all but one revert (each costing gas and, on local chains, a block).
+CHALLENGER_GRACE = 0
+PROVER_GRACE = 2
+VOTER_GRACE = 4
+
+
+def _housekeeping(job: JobView, head: int, grace: int) -> list[Action]:
     """Steps anyone may take to move a dispute on: draw the committee, resolve the vote."""
     dispute = job.dispute
     if dispute is None:
         return []
     seed = dispute.seed_block
-    if dispute.phase is Phase.AWAIT_DRAW and seed is not None and head > seed:
+    if dispute.phase is Phase.AWAIT_DRAW and seed is not None and head > seed + grace:
         return [DrawCommittee(job.job_id, seed)]
     if dispute.phase is Phase.VOTING:
         everyone_voted = bool(dispute.committee) and len(dispute.votes) >= len(dispute.committee)
-        if head > dispute.deadline or everyone_voted:
+        if head > dispute.deadline + grace or (
+            everyone_voted and head >= dispute.last_vote_block + grace
+        ):
             return [Resolve(job.job_id)]
     return []
 
@@ -212,7 +222,7 @@ def prover_decide(job: JobView, me: str, head: int) -> list[Action]:
         return [PostProverMove(job.job_id, dispute.round, dispute.a, dispute.b)]
     if dispute.phase is Phase.CHALLENGER_MOVE and head > dispute.deadline:
         return [ClaimTimeout(job.job_id, dispute.phase, dispute.round)]
-    return _housekeeping(job, head)
+    return _housekeeping(job, head, PROVER_GRACE)
 
 
 def challenger_decide(
@@ -242,7 +252,7 @@ def challenger_decide(
         ]
     if dispute.phase is Phase.PROVER_MOVE and head > dispute.deadline:
         return [ClaimTimeout(job.job_id, dispute.phase, dispute.round)]
-    return _housekeeping(job, head)
+    return _housekeeping(job, head, CHALLENGER_GRACE)
 
 
 def voter_decide(
@@ -265,9 +275,9 @@ def voter_decide(
         return []
     if dispute.phase is Phase.VOTING and any(_same(m, me) for m in dispute.committee):
         if head > dispute.deadline:
-            return [Resolve(job.job_id)]
+            return _housekeeping(job, head, VOTER_GRACE)
         if job.voted(me):
-            return _housekeeping(job, head)
+            return _housekeeping(job, head, VOTER_GRACE)
         if verdict is None:
             assert dispute.leaf_op is not None
             assert dispute.input_frontier is not None
@@ -283,7 +293,7 @@ def voter_decide(
         if collected >= quorum and collected > len(dispute.votes):
             actions.append(SubmitVotes(job.job_id, len(dispute.votes)))
         return actions
-    return _housekeeping(job, head)
+    return _housekeeping(job, head, VOTER_GRACE)
 
 
 def should_sample(own_signature_over_job: bytes, sample_rate: float) -> bool:

@@ -172,6 +172,7 @@ class DisputeView:
     seed_block: int | None = None
     committee: tuple[str, ...] = ()
     votes: tuple[tuple[str, int], ...] = ()
+    last_vote_block: int = 0
     outcome: Outcome | None = None
     winner: str | None = None
     reason: str | None = None
@@ -298,7 +299,11 @@ def apply(job: JobView | None, event: ChainEvent) -> JobView:
             dispute, phase=Phase.VOTING, committee=event.members, deadline=event.vote_deadline
         )
     elif isinstance(event, VoteCast):
-        dispute = dataclasses.replace(dispute, votes=(*dispute.votes, (event.voter, event.verdict)))
+        dispute = dataclasses.replace(
+            dispute,
+            votes=(*dispute.votes, (event.voter, event.verdict)),
+            last_vote_block=event.block,
+        )
     elif isinstance(event, DisputeResolved):
         dispute = dataclasses.replace(
             dispute,

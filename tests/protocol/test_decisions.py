@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from taonode.protocol.decisions import (
+    PROVER_GRACE,
     Adjudicate,
     Assessment,
     Challenge,
@@ -143,11 +144,15 @@ def test_full_dispute_reaches_leaf_and_vote_succeeds(num_ops: int, choose: int) 
     assert dispute.phase is Phase.AWAIT_DRAW
     assert dispute.b - dispute.a == 1
     assert dispute.seed_block is not None
-    # The draw waits for a block after the seed block exists.
-    assert prover_decide(job, PROVER, dispute.seed_block) == []
-    assert prover_decide(job, PROVER, dispute.seed_block + 1) == [
-        DrawCommittee(JOB, dispute.seed_block)
+    # The draw waits for a block after the seed block exists: the challenger draws at once,
+    # the prover only after its grace, so one transaction does it.
+    seed = dispute.seed_block
+    assert challenger_decide(job, CHALLENGER, seed, Assessment.DEVIATES) == []
+    assert challenger_decide(job, CHALLENGER, seed + 1, Assessment.DEVIATES) == [
+        DrawCommittee(JOB, seed)
     ]
+    assert prover_decide(job, PROVER, seed + PROVER_GRACE) == []
+    assert prover_decide(job, PROVER, seed + PROVER_GRACE + 1) == [DrawCommittee(JOB, seed)]
     head = dispute.seed_block + 1
     job = apply(job, CommitteeDrawn(JOB, VOTERS, head + 20, head))
     me = VOTERS[0]
@@ -175,7 +180,9 @@ def test_full_dispute_reaches_leaf_and_vote_succeeds(num_ops: int, choose: int) 
     for voter in VOTERS:
         job = apply(job, VoteCast(JOB, voter, 2, head + 1))
     assert job.voted(me)
-    assert prover_decide(job, PROVER, head + 1) == [Resolve(JOB)]
+    assert challenger_decide(job, CHALLENGER, head + 1, Assessment.DEVIATES) == [Resolve(JOB)]
+    assert prover_decide(job, PROVER, head + 1) == []
+    assert prover_decide(job, PROVER, head + 1 + PROVER_GRACE) == [Resolve(JOB)]
     job = apply(job, DisputeResolved(JOB, Outcome.CHALLENGER_WON, CHALLENGER, "vote", head + 2))
     assert job.status is ResultStatus.REJECTED
     assert prover_decide(job, PROVER, head + 30) == []
