@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import io
 import json
+import os
 import platform
 import signal
 import statistics
@@ -540,7 +541,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             doc = asyncio.run(_run(args, Path(tmp)))
         args.out.write_text(json.dumps(doc, indent=1, default=str) + "\n")
-        return 0
+        sys.stdout.flush()
+        # Not a normal exit: web3's session-pool threads can sit forever on the leaked lock
+        # (see _child), and the interpreter would wait for them at exit.
+        os._exit(0)
     doc = {"challenger": [], "prover": [], "dispute": []}
     missing: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
