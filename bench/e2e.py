@@ -429,6 +429,8 @@ def _print(doc: dict[str, Any]) -> None:
                 "model",
                 "chain",
                 "jobs",
+                "plain ms",
+                "infer ms",
                 "plain",
                 "service resp",
                 "service sust",
