@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3 import AsyncWeb3
 
 from taonode.chain.deploy import Contracts, Deployment, DeployParams, deploy
 from taonode.chain.embedded import EmbeddedChain
 from taonode.chain.localchain import BlockClock, dev_key
+from taonode.chain.rpc import http_web3
 from taonode.chain.tx import DirectTransactor, TxRequest
 from taonode.config import NodeConfig
 from taonode.keys import KeystoreError, PasswordSource, load_node_signer
@@ -85,7 +86,7 @@ async def connect_chain(config: NodeConfig) -> ChainParts:
     except (OSError, ValueError, KeyError) as exc:
         raise StartupError(f"chain.deployment: {chain.deployment}: {exc}") from None
     signer = load_signer(config)
-    w3 = AsyncWeb3(AsyncHTTPProvider(chain.rpc, request_kwargs={"timeout": 10}))
+    w3 = http_web3(chain.rpc, timeout_s=10.0)
     try:
         chain_id = int(await w3.eth.chain_id)
     except Exception as exc:

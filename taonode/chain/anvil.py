@@ -13,9 +13,9 @@ from typing import Any
 
 from eth_account import Account
 from web3 import AsyncWeb3
-from web3.providers.rpc import AsyncHTTPProvider
 
 from taonode.chain.localchain import DEV_BALANCE_WEI, dev_key
+from taonode.chain.rpc import http_web3
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ANVIL = REPO_ROOT / "contracts" / "node_modules" / ".bin" / "anvil"
@@ -49,7 +49,7 @@ class AnvilChain:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self._keys = keys
-        self._w3 = AsyncWeb3(AsyncHTTPProvider(self.url))
+        self._w3 = http_web3(self.url, timeout_s=30.0)
 
     @classmethod
     async def start(
