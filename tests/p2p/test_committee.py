@@ -31,20 +31,20 @@ async def test_votes_reach_quorum_and_signatures_verify(make_node: NodeFactory) 
     channels = [CommitteeChannel(n) for n in (hub, *voters)]
     for ch in channels:
         await ch.start()
-    await asyncio.sleep(1.2)  # one heartbeat: the vote topic's mesh forms
+    await asyncio.sleep(2.5)  # two heartbeats (slower under load): the vote topic's mesh forms
     async with channels[0].join(dispute, members) as agg:
         rounds = [ch.join(dispute, members) for ch in channels[1:]]
         for r in rounds:
             await r.__aenter__()
         try:
             await asyncio.gather(*(r.cast(vd) for r, vd in zip(rounds, verdicts, strict=True)))
-            result = await agg.collect(quorum=3, timeout_s=10)
+            result = await agg.collect(quorum=3, timeout_s=25)
             assert result.quorum_reached
             for v in result.signatures():
                 assert recover_voter(DOMAIN, dispute, v.verdict, v.signature) == v.voter
             assert result.tally()[Verdict.EMPIRICAL_VIOLATION] == 2
             # Each voter also sees the others (collection on the voter side).
-            mine = await rounds[0].collect(quorum=3, timeout_s=10)
+            mine = await rounds[0].collect(quorum=3, timeout_s=25)
             assert set(mine.votes) == members
         finally:
             for r in rounds:
