@@ -8,9 +8,7 @@ passed in; nothing here reads config files or environment variables.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +145,6 @@ class RoleNode:
     prover: ProverService | None = None
     challenger: ChallengerService | None = None
     voter: VoterService | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def address(self) -> str:
@@ -353,13 +350,3 @@ class _CommonActions:
         else:  # pragma: no cover - the handler table routes only these here
             raise TypeError(type(action).__name__)
         await self.ctx.sender.submit(action.key, tx)
-
-
-def routes_of(nodes: Sequence[RoleNode]) -> list[Route]:
-    return [r for n in nodes for r in n.routes]
-
-
-async def stop_quietly(components: Sequence[Component]) -> None:
-    for component in reversed(components):
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(component.stop(), 10)

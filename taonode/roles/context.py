@@ -7,8 +7,8 @@ role services only talk to the chain, the network, the stores and torch through 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -77,7 +77,6 @@ class RoleContext:
     peers: PeerDirectory
     views: Views
     device: str = "cpu"
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def me(self) -> str:

@@ -97,7 +97,6 @@ class ProtocolDriver:
         move_timeout: int,
         me: str = "",
         max_concurrent: int = 16,
-        on_view: Callable[[JobView, ChainEvent], None] | None = None,
     ) -> None:
         self.feed = feed
         self.policies = list(policies)
@@ -107,7 +106,6 @@ class ProtocolDriver:
         self.me = me.lower()
         self.state = DriverState()
         self._opened_at: dict[bytes, float] = {}
-        self.on_view = on_view
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._settled: set[str] = set()
         # A failed action waits for the next head before it is tried again.
@@ -115,7 +113,6 @@ class ProtocolDriver:
         self._limit = asyncio.Semaphore(max_concurrent)
         self._ready = False
         self._stopping = False
-        self._changed = asyncio.Event()
 
     # -- component ---------------------------------------------------------------------------
 
@@ -166,10 +163,7 @@ class ProtocolDriver:
                 continue
             self.state.views[event.job_id] = view
             self._observe(view, event)
-            if self.on_view is not None:
-                self.on_view(view, event)
         self._update_slack()
-        self._changed.set()
 
     # -- metrics -----------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -194,7 +194,3 @@ class BlobServer:
             return self.local.get(hexd) if self.local.has(hexd) else None
         except Exception:  # a corrupt or vanished blob is "not found" to the peer
             return None
-
-
-def pins_for(stored: Mapping[str, StoredTrace]) -> set[str]:
-    return {d for trace in stored.values() for d in trace.blobs}

@@ -260,7 +260,8 @@ class ProverService:
         try:
             if request.content_type == "application/octet-stream":
                 model_hex = request.query.get("model_id", "")
-                inputs = tensors_from_safetensors(await request.read())
+                # Decoding (up to the element cap) is CPU work: off the event loop.
+                inputs = await asyncio.to_thread(tensors_from_safetensors, await request.read())
             else:
                 try:
                     body = await request.json()
@@ -269,7 +270,7 @@ class ProverService:
                 if not isinstance(body, dict):
                     return json_error(400, "body must be an object")
                 model_hex = str(body.get("model_id", ""))
-                inputs = tensors_from_json(body.get("inputs"))
+                inputs = await asyncio.to_thread(tensors_from_json, body.get("inputs"))
             model_id = _bytes32(model_hex)
         except TensorCodecError as exc:
             return json_error(400, "bad tensors", str(exc))
@@ -283,11 +284,14 @@ class ProverService:
             return json_error(400, "inputs do not fit the model", str(exc))
         except QueueFull:
             return json_error(503, "compute queue full")
+        outputs = await asyncio.to_thread(
+            lambda: {k: tensor_to_json(v) for k, v in result.outputs.items()}
+        )
         return web.json_response(
             {
                 "job_id": "0x" + result.job_id.hex(),
                 "model_id": "0x" + result.model_id.hex(),
-                "outputs": {k: tensor_to_json(v) for k, v in result.outputs.items()},
+                "outputs": outputs,
                 "seconds": result.seconds,
                 "status": "committing",
             }

@@ -3,6 +3,7 @@ its vote lands on chain (gossiped for one aggregated submission, or cast directl
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import torch
 from taonode.chain.tx import TxRequest
 from taonode.p2p.committee import CommitteeChannel, CommitteeRound
 from taonode.protocol.decisions import Adjudicate, DirectVote, GossipVote, SubmitVotes
+from taonode.protocol.dispute import Phase
 from taonode.protocol.votes import Verdict
 from taonode.roles.context import RoleContext, ServedModel
 from taonode.roles.driver import Settled
@@ -58,6 +60,18 @@ class VoterService:
         # happens here, after every component started, not in start().
         if self.register_stake is not None:
             await self._register(self.register_stake)
+        while True:
+            await asyncio.sleep(1.0)
+            await self.tidy_rounds()
+
+    async def tidy_rounds(self) -> None:
+        """Stop re-broadcasting a vote once it is on chain; leave a round once it is resolved."""
+        for job_id, (_, round_) in list(self._rounds.items()):
+            view = self.ctx.views.view(job_id)
+            if view is None or view.dispute is None or view.dispute.phase is Phase.RESOLVED:
+                await self.close_round(job_id)
+            elif view.voted(self.ctx.me):
+                round_.stop_rebroadcast()
 
     async def stop(self) -> None:
         self._running = False

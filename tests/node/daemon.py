@@ -33,7 +33,8 @@ class Daemon:
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "taonode", "--config", str(config), *args],
-            stdout=subprocess.PIPE,
+            # Only stderr (the log) is read; an unread stdout pipe could fill and block the node.
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
             cwd=ROOT,
@@ -85,3 +86,16 @@ class Daemon:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def run_taonode(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m taonode ARGS`` to completion (for start-up failures)."""
+    return subprocess.run(
+        [sys.executable, "-m", "taonode", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+        check=False,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 from taonode import __version__
 from taonode.cli import COMMANDS
+from tests.node.daemon import run_taonode
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _taonode(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "taonode", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
+    return run_taonode(*args, timeout=120)
 
 
 def test_cli_version_succeeds() -> None:

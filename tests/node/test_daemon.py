@@ -6,8 +6,6 @@ import fcntl
 import json
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +14,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.node.daemon import ROOT, Daemon, write_config
+from tests.node.daemon import ROOT, Daemon, run_taonode, write_config
 
 
 def _get(port: int, path: str) -> tuple[int, bytes, str]:
@@ -96,14 +94,7 @@ def test_daemon_second_instance_same_data_dir_reverts(tmp_path: Path) -> None:
     config = write_config(tmp_path, data_dir)
     with Daemon(config) as first:
         first.wait_port()
-        second = subprocess.run(
-            [sys.executable, "-m", "taonode", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=60,
-            check=False,
-        )
+        second = run_taonode("--config", str(config))
         assert second.returncode == 2
         assert "in use by another taonode" in second.stderr
         assert first.proc.poll() is None
@@ -115,14 +106,7 @@ def test_daemon_port_in_use_reverts(tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         config = write_config(tmp_path, tmp_path / "data", port=port)
-        result = subprocess.run(
-            [sys.executable, "-m", "taonode", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=60,
-            check=False,
-        )
+        result = run_taonode("--config", str(config))
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
@@ -132,14 +116,7 @@ def test_daemon_unusable_data_dir_reverts(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     config = write_config(tmp_path, blocker / "data")
-    result = subprocess.run(
-        [sys.executable, "-m", "taonode", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    result = run_taonode("--config", str(config))
     assert result.returncode == 2
     assert "node.data_dir: cannot create" in result.stderr
     assert "Traceback" not in result.stderr
