@@ -50,3 +50,16 @@ def test_cli_lists_every_command_succeeds() -> None:
     assert result.returncode == 0
     for name in COMMANDS:
         assert name in result.stdout
+
+
+def test_cli_unsafe_cheat_off_local_chain_reverts(tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text(f'[node]\ndata_dir = "{tmp_path / "d"}"\n[chain]\nchain_id = 1\n')
+    result = _taonode("--config", str(config), "--unsafe-cheat", "fp16-weights")
+    assert result.returncode == 2
+    assert "refused (local chains only" in result.stderr
+    unknown = tmp_path / "local.toml"
+    unknown.write_text(f'[node]\ndata_dir = "{tmp_path / "d"}"\n[chain]\nchain_id = 31337\n')
+    result = _taonode("--config", str(unknown), "--unsafe-cheat", "no-such-cheat")
+    assert result.returncode == 2
+    assert "refused" in result.stderr
