@@ -225,7 +225,9 @@ class Devnet:
         judge = ProfileJudge(model, profile, DEVNET_PARAMS.k)
         profile_id = profile.profile_id
         contracts = Contracts.connect(chain.w3, self.deployment, transactor)
-        await contracts.models.register_model(model.model_id, profile_id, f"devnet:{opts.model}")
+        await contracts.models.register_model(
+            model.model_id, profile_id, model.num_ops, f"devnet:{opts.model}"
+        )
         self.say(
             f"model: reference {opts.model}, {model.num_ops} ops, "
             f"id 0x{model.model_id.hex()[:16]}…, registered with profile 0x{profile_id.hex()[:16]}…"

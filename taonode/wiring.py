@@ -116,6 +116,8 @@ async def _embedded(config: NodeConfig) -> ChainParts:
     contracts = Contracts.connect(chain.w3, deployment, transactor)
     _, served = load_served(config, deployment.params.k)
     for model_id, entry in served.items():
-        await contracts.models.register_model(model_id, entry.profile_id, "embedded")
+        await contracts.models.register_model(
+            model_id, entry.profile_id, entry.model.num_ops, "embedded"
+        )
     clock = BlockClock(chain, config.chain.poll_interval_s)
     return ChainParts(chain.w3, signer, deployment, [clock])

@@ -48,6 +48,7 @@ class DeployParams:
     minStake: int = ETHER
     unbondDelay: int = 50
     maxNodes: int = 1024
+    profileDelay: int = 100  # blocks from ModelRegistry.proposeProfile until the profile is active
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> DeployParams:
@@ -70,6 +71,8 @@ class DeployParams:
             raise ValueError("quorum must be a majority of committeeSize")
         if self.maxNodes <= 0 or self.maxNodes & (self.maxNodes - 1):
             raise ValueError("maxNodes must be a power of two")
+        if not 0 <= self.profileDelay < 2**64:
+            raise ValueError("profileDelay must be a block count (0 .. 2^64 - 1)")
         for name in ("challengeWindow", "moveTimeout", "voteWindow", "proverBond", "minStake"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
@@ -171,7 +174,9 @@ async def deploy(w3: AsyncWeb3[Any], transactor: Transactor, params: DeployParam
     """Deploy ModelRegistry, StakeRegistry and TaoCoordinator, then bind the coordinator."""
     params.validate()
     treasury = params.treasury or transactor.address
-    models, block = await deploy_contract(transactor, "ModelRegistry", [], [])
+    models, block = await deploy_contract(
+        transactor, "ModelRegistry", ["uint64"], [params.profileDelay]
+    )
     stakes, _ = await deploy_contract(
         transactor,
         "StakeRegistry",

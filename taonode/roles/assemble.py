@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
 from prometheus_client import CollectorRegistry
 from web3 import AsyncWeb3
 
@@ -42,6 +43,8 @@ from taonode.service import Component
 from taonode.signer import Signer
 from taonode.store.blobs import BlobStore
 from taonode.store.state import StateStore
+
+log = structlog.get_logger("taonode.roles")
 
 
 @dataclass(frozen=True)
@@ -285,13 +288,14 @@ async def build_role_node(
                     job,
                     me,
                     head,
-                    vo.verdict(job.job_id),
-                    vo.collected(job.job_id),
+                    vo.verdict(job.job_id, job.attempt),
+                    vo.collected(job.job_id, job.attempt),
                     quorum,
                     vo.direct_vote_margin,
                 ),
             )
         )
+    policies = [(role, range_checked(policy, spec.models)) for role, policy in policies]
     driver = ProtocolDriver(
         feed, policies, handlers, metrics, move_timeout=params.move_timeout, me=me
     )
@@ -329,6 +333,30 @@ async def build_role_node(
         challenger=challenger,
         voter=voter,
     )
+
+
+def range_checked(policy: Policy, models: dict[bytes, ServedModel]) -> Policy:
+    """``policy``, but no action at all for a view whose chain-supplied N or indices do not fit
+    the served model (``decisions.index_problem``): refused loudly, once per job, instead of
+    handing the roles indices that raise IndexError on every retry."""
+    refused: set[bytes] = set()
+
+    def checked(job: JobView, head: int) -> list[d.Action]:
+        served = models.get(job.model_id)
+        if served is not None:
+            problem = d.index_problem(job, served.model.num_ops)
+            if problem is not None:
+                if job.job_id not in refused:
+                    refused.add(job.job_id)
+                    log.error(
+                        "result refused: chain data does not fit the local model",
+                        job=job.job_id.hex(),
+                        problem=problem,
+                    )
+                return []
+        return policy(job, head)
+
+    return checked
 
 
 class _CommonActions:

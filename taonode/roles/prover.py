@@ -168,7 +168,6 @@ class ProverService:
                 commitment.input_digest,
                 commitment.output_digest,
                 commitment.trace_root,
-                commitment.num_ops,
                 value=self.ctx.params.prover_bond,
             )
             record = await self.ctx.sender.submit(f"commit:{hexid}", tx)

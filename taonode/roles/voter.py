@@ -15,7 +15,7 @@ from taonode.chain.tx import TxRequest
 from taonode.p2p.committee import CommitteeChannel, CommitteeRound
 from taonode.protocol.decisions import Adjudicate, DirectVote, GossipVote, SubmitVotes
 from taonode.protocol.dispute import Phase
-from taonode.protocol.votes import Verdict
+from taonode.protocol.votes import Verdict, dispute_id
 from taonode.roles.context import RoleContext, ServedModel
 from taonode.roles.driver import Settled
 from taonode.roles.jobdata import DataUnavailable
@@ -45,14 +45,17 @@ class VoterService:
         self.register_stake = register_stake
         self.peer_record = peer_record
         self.direct_vote_margin = direct_vote_margin
-        self.verdicts: dict[bytes, Verdict] = {}
-        self._rounds: dict[bytes, tuple[contextlib.AsyncExitStack, CommitteeRound]] = {}
+        # Keyed by (job id, attempt): a result may be disputed again, with another leaf, and
+        # each dispute's votes sign its own dispute id.
+        self.verdicts: dict[tuple[bytes, int], Verdict] = {}
+        self._rounds: dict[tuple[bytes, int], tuple[contextlib.AsyncExitStack, CommitteeRound]] = {}
         self._running = False
 
     async def start(self) -> None:
         for result in await self.store.run(self.store.results):
             if result.data.get("role") == "voter":
-                self.verdicts[bytes.fromhex(result.job_id)] = Verdict[result.status]
+                attempt = int(result.data.get("attempt", 1))
+                self.verdicts[(bytes.fromhex(result.job_id), attempt)] = Verdict[result.status]
         self._running = True
 
     async def run(self) -> None:
@@ -66,10 +69,15 @@ class VoterService:
 
     async def tidy_rounds(self) -> None:
         """Stop re-broadcasting a vote once it is on chain; leave a round once it is resolved."""
-        for job_id, (_, round_) in list(self._rounds.items()):
+        for (job_id, attempt), (_, round_) in list(self._rounds.items()):
             view = self.ctx.views.view(job_id)
-            if view is None or view.dispute is None or view.dispute.phase is Phase.RESOLVED:
-                await self.close_round(job_id)
+            if (
+                view is None
+                or view.dispute is None
+                or view.dispute.attempt != attempt
+                or view.dispute.phase is Phase.RESOLVED
+            ):
+                await self.close_round(job_id, attempt)
             elif view.voted(self.ctx.me):
                 round_.stop_rebroadcast()
 
@@ -95,11 +103,11 @@ class VoterService:
 
     # -- decisions' inputs -------------------------------------------------------------------
 
-    def verdict(self, job_id: bytes) -> Verdict | None:
-        return self.verdicts.get(job_id)
+    def verdict(self, job_id: bytes, attempt: int = 1) -> Verdict | None:
+        return self.verdicts.get((job_id, attempt))
 
-    def collected(self, job_id: bytes) -> int:
-        entry = self._rounds.get(job_id)
+    def collected(self, job_id: bytes, attempt: int = 1) -> int:
+        entry = self._rounds.get((job_id, attempt))
         return len(entry[1].votes) if entry is not None else 0
 
     # -- actions -----------------------------------------------------------------------------
@@ -134,13 +142,13 @@ class VoterService:
         await self.store.run(
             self.store.put_result,
             Result(
-                f"vote:{action.job_id.hex()}",
+                f"vote:{action.job_id.hex()}:{action.attempt}",
                 action.job_id.hex(),
                 verdict.name,
-                data={"role": "voter"},
+                data={"role": "voter", "attempt": action.attempt},
             ),
         )
-        self.verdicts[action.job_id] = verdict
+        self.verdicts[(action.job_id, action.attempt)] = verdict
         self.on_change()
 
     @staticmethod
@@ -156,28 +164,31 @@ class VoterService:
         if self.committee is None:
             raise Settled("no p2p: vote directly")
         view = self.ctx.views.view(action.job_id)
-        if view is None or view.dispute is None:
-            raise Settled("no dispute in view")
-        if action.job_id not in self._rounds:
+        if view is None or view.dispute is None or view.dispute.attempt != action.attempt:
+            raise Settled("no such dispute in view")
+        key = (action.job_id, action.attempt)
+        if key not in self._rounds:
             stack = contextlib.AsyncExitStack()
             round_ = await stack.enter_async_context(
-                self.committee.join(action.job_id, view.dispute.committee)
+                self.committee.join(
+                    dispute_id(action.job_id, action.attempt), view.dispute.committee
+                )
             )
-            self._rounds[action.job_id] = (stack, round_)
-        _, round_ = self._rounds[action.job_id]
+            self._rounds[key] = (stack, round_)
+        _, round_ = self._rounds[key]
         own = await round_.cast(action.verdict)
         await self.store.run(
             self.store.put_vote,
-            Vote(action.job_id.hex(), own.voter, action.verdict.name, own.signature),
+            Vote(round_.dispute_id.hex(), own.voter, action.verdict.name, own.signature),
         )
 
     async def submit(self, action: SubmitVotes) -> None:
-        entry = self._rounds.get(action.job_id)
+        entry = self._rounds.get((action.job_id, action.attempt))
         if entry is None:
             raise Settled("no votes collected here")
         view = self.ctx.views.view(action.job_id)
-        if view is None or view.dispute is None:
-            raise Settled("no dispute in view")
+        if view is None or view.dispute is None or view.dispute.attempt != action.attempt:
+            raise Settled("no such dispute in view")
         already = {v.lower() for v, _ in view.dispute.votes}
         seats = {m.lower(): i for i, m in enumerate(view.dispute.committee)}
         votes = [
@@ -199,8 +210,8 @@ class VoterService:
 
     async def direct(self, action: DirectVote) -> None:
         view = self.ctx.views.view(action.job_id)
-        if view is None or view.dispute is None:
-            raise Settled("no dispute in view")
+        if view is None or view.dispute is None or view.dispute.attempt != action.attempt:
+            raise Settled("no such dispute in view")
         seats = [m.lower() for m in view.dispute.committee]
         if self.ctx.me.lower() not in seats:
             raise Settled("not a member")
@@ -209,7 +220,7 @@ class VoterService:
         await self.ctx.sender.submit(action.key, tx)
         log.info("voted directly", job=action.job_id.hex(), verdict=action.verdict.name)
 
-    async def close_round(self, job_id: bytes) -> None:
-        entry = self._rounds.pop(job_id, None)
+    async def close_round(self, job_id: bytes, attempt: int = 1) -> None:
+        entry = self._rounds.pop((job_id, attempt), None)
         if entry is not None:
             await entry[0].aclose()

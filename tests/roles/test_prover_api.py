@@ -94,7 +94,9 @@ async def prover(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Prov
     model, example = await asyncio.to_thread(prepare_model, "transformer", workdir)
     profile = await asyncio.to_thread(calibrate_profile, model, example, DEVNET_PARAMS.k)
     contracts = Contracts.connect(chain.w3, deployment, transactor)
-    await contracts.models.register_model(model.model_id, profile.profile_id, "test:transformer")
+    await contracts.models.register_model(
+        model.model_id, profile.profile_id, model.num_ops, "test:transformer"
+    )
     judge = ProfileJudge(model, profile, DEVNET_PARAMS.k)
     spec = RoleNodeSpec(
         name="prover",
