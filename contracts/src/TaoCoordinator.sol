@@ -78,8 +78,9 @@ contract TaoCoordinator {
         uint40 windowEnd; // last block of the current challenge window
         Status status;
         uint16 attempts; // disputes opened so far; the current (or last) one is number `attempts`
-        bytes32 traceRoot;
-        bytes32 endsHash; // keccak256(abi.encode(inputDigest, outputDigest))
+        // keccak256(abi.encode(traceRoot, inputDigest, outputDigest)): one slot binds the trace
+        // and its ends; the trace root is revealed (and checked) by the first prover move.
+        bytes32 commitment;
     }
 
     struct Fee {
@@ -105,6 +106,7 @@ contract TaoCoordinator {
         bytes32 digestA; // frontier digest at a (inputs of the segment)
         bytes32 digestB; // frontier digest at b (outputs of the segment)
         bytes32 cutsHash; // keccak256 of the interior cut digests of the current round
+        bytes32 traceRoot; // revealed by the first prover move, checked against the commitment
     }
 
     uint8 public constant VERDICT_THEORETICAL_VIOLATION = 1;
@@ -197,7 +199,7 @@ contract TaoCoordinator {
     error BadCommitment();
     error UnknownModel(bytes32 modelId);
     error ProfileMismatch(bytes32 modelId, bytes32 profileId);
-    error EndsMismatch(bytes32 inputDigest, bytes32 outputDigest);
+    error CommitmentMismatch(bytes32 traceRoot, bytes32 inputDigest, bytes32 outputDigest);
     error TooManyAttempts(bytes32 jobId);
     error WrongBond(uint256 sent, uint256 required);
     error NotPending(bytes32 jobId);
@@ -261,8 +263,8 @@ contract TaoCoordinator {
     // ------------------------------------------------------------------ results
 
     /// @notice Posts a result with the prover bond (msg.value == proverBond). `profileId` must be
-    /// the model's active profile; N is the model's registered op count. Stored: the trace
-    /// root and the hash of the end digests (the other fields live in the event).
+    /// the model's active profile; N is the model's registered op count. Stored: one hash of
+    /// the trace root and the end digests (all fields are in the event).
     function commitResult(
         bytes32 jobId,
         bytes32 modelId,
@@ -292,8 +294,7 @@ contract TaoCoordinator {
             uint40(windowEnd),
             Status.Pending,
             0,
-            traceRoot,
-            keccak256(abi.encode(inputDigest, outputDigest))
+            keccak256(abi.encode(traceRoot, inputDigest, outputDigest))
         );
         _bondsPlusOne += msg.value;
         emit ResultCommitted(
@@ -377,14 +378,22 @@ contract TaoCoordinator {
         if (digests.length != cutList.length) revert WrongDigestCount(digests.length, cutList.length);
         uint256 depth = _depth(r.numOps);
         if (proofs.length != depth * cutList.length) revert WrongProofLength(proofs.length, depth * cutList.length);
-        if (!d.endsBound && keccak256(abi.encode(digests[0], digests[1])) != r.endsHash) {
-            // Invariant: the trace the game descends is the one whose ends are the committed
-            // input and output; a trace with an honest (or recycled) body under a manipulated
-            // output cannot enter the game.
-            revert EndsMismatch(digests[0], digests[1]);
+        bytes32 root = d.traceRoot;
+        uint256 verified = 0;
+        if (!d.endsBound) {
+            // The first move reveals the trace root (the one cut 0's proof leads to) and must
+            // prove cut 0 and cut N equal to the committed input and output digests.
+            // Invariant: the game descends only the committed trace, and only if its ends are
+            // the committed input and output: a trace with an honest (or recycled) body under a
+            // manipulated output cannot enter the game, so the prover can only time out.
+            root = _rootOf(cutList[0], digests[0], proofs[0:depth]);
+            if (keccak256(abi.encode(root, digests[0], digests[1])) != r.commitment) {
+                revert CommitmentMismatch(root, digests[0], digests[1]);
+            }
+            d.traceRoot = root;
+            verified = 1;
         }
-        bytes32 root = r.traceRoot;
-        for (uint256 i = 0; i < cutList.length; ++i) {
+        for (uint256 i = verified; i < cutList.length; ++i) {
             if (!_verify(root, cutList[i], digests[i], proofs[i * depth:(i + 1) * depth])) revert BadProof(cutList[i]);
         }
         uint256 first = 0;
@@ -548,12 +557,25 @@ contract TaoCoordinator {
             uint64 windowEnd,
             uint8 status,
             uint16 attempts,
-            bytes32 traceRoot,
-            bytes32 endsHash
+            bytes32 commitment
         )
     {
         Result storage r = _results[jobId];
-        return (r.prover, r.numOps, r.windowEnd, uint8(r.status), r.attempts, r.traceRoot, r.endsHash);
+        return (r.prover, r.numOps, r.windowEnd, uint8(r.status), r.attempts, r.commitment);
+    }
+
+    /// @notice What `resultOf(jobId).commitment` holds for a result with these fields.
+    function commitmentFor(bytes32 traceRoot, bytes32 inputDigest, bytes32 outputDigest)
+        external
+        pure
+        returns (bytes32)
+    {
+        return keccak256(abi.encode(traceRoot, inputDigest, outputDigest));
+    }
+
+    /// @notice The trace root the current dispute's first move revealed (zero before it).
+    function traceRootOf(bytes32 jobId) external view returns (bytes32) {
+        return _disputes[jobId].traceRoot;
     }
 
     /// @notice The id of dispute number `attempt` of a result: what EIP-712 votes sign.
@@ -709,13 +731,17 @@ contract TaoCoordinator {
     }
 
     function _verify(bytes32 root, uint256 index, bytes32 value, bytes32[] calldata proof) private pure returns (bool) {
-        bytes32 h = keccak256(abi.encodePacked(bytes1(0x00), index, value));
+        return _rootOf(index, value, proof) == root;
+    }
+
+    /// The root a Merkle proof of `value` at `index` leads to (DESIGN §2 encoding).
+    function _rootOf(uint256 index, bytes32 value, bytes32[] calldata proof) private pure returns (bytes32 h) {
+        h = keccak256(abi.encodePacked(bytes1(0x00), index, value));
         for (uint256 level = 0; level < proof.length; ++level) {
             h = (index >> level) & 1 == 1
                 ? keccak256(abi.encodePacked(bytes1(0x01), proof[level], h))
                 : keccak256(abi.encodePacked(bytes1(0x01), h, proof[level]));
         }
-        return h == root;
     }
 
     function _reachLeaf(bytes32 jobId, Dispute storage d) private {

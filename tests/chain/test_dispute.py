@@ -59,6 +59,7 @@ async def test_dispute_cheating_prover_loses_succeeds(env: Env, num_ops: int) ->
     game = await play_to_leaf(env, JOB, claimed, reference)
     assert game.leaf_op == cheat_at
     assert game.rounds == schedule.max_rounds(num_ops, env.params.k)
+    assert await env.c.coordinator.trace_root_of(JOB) == claimed.root  # revealed, checked
     leaf = env.c.coordinator.events_of(game.receipts[-1], LeafReached)[0]
     assert leaf.op == cheat_at
     assert leaf.input_frontier == claimed.digests[cheat_at]
@@ -214,16 +215,16 @@ async def test_prover_move_wrong_proof_reverts(env: Env) -> None:
     forged = [*digests[:2], h("forged"), *digests[3:]]  # a digest not in the trace
     with pytest.raises(ContractRevert, match="BadProof"):
         await co_p.prover_move(JOB, forged, proofs)
-    # a consistent proof against another root, with the committed ends
+    # a consistent proof against another root, with the committed ends: not the commitment
     other = Trace((claimed.digests[0], *Trace.honest(9, seed="o").digests[1:9], claimed.digests[9]))
-    with pytest.raises(ContractRevert, match="BadProof"):
+    with pytest.raises(ContractRevert, match="CommitmentMismatch"):
         await co_p.prover_move(JOB, *other.move(cuts))
 
 
 async def test_prover_move_ends_not_committed_reverts(env: Env) -> None:
     """Attack: the prover returns a manipulated output but commits an honest (recycled) trace.
     Its first move cannot bind cut N to anything but the committed output digest: the trace's
-    own end is refused (EndsMismatch) and the committed digest has no proof (BadProof), so
+    own end is refused (CommitmentMismatch) and the committed digest has no proof (BadProof), so
     the prover can only time out and lose its bond to the challenger."""
     await env.register_voters(VOTER_STAKES)
     honest = Trace.honest(9)
@@ -231,7 +232,7 @@ async def test_prover_move_ends_not_committed_reverts(env: Env) -> None:
     co_p, co_c = env.as_(PROVER).coordinator, env.as_(CHALLENGER).coordinator
     await co_c.challenge(JOB, value=env.params.challengerBond)
     cuts = await co_p.expected_cuts(JOB)
-    with pytest.raises(ContractRevert, match="EndsMismatch"):
+    with pytest.raises(ContractRevert, match="CommitmentMismatch"):
         await co_p.prover_move(JOB, *honest.move(cuts))
     digests, proofs = honest.move(cuts)
     with pytest.raises(ContractRevert, match="BadProof"):

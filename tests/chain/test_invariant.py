@@ -116,9 +116,7 @@ def machine_for(env: Env, run: Runner) -> type[RuleBasedStateMachine]:
                         if seats:
                             v = Verdict.THEORETICAL_VIOLATION
                             n = run(env.attempt(job))
-                            sigs = [
-                                env.vote_sig(key_of(env, members[i]), job, v, n) for i in seats
-                            ]
+                            sigs = [env.vote_sig(key_of(env, members[i]), job, v, n) for i in seats]
                             self.attempt(co.submit_votes(job, seats, [int(v)] * len(seats), sigs))
                         if not self.attempt(co.resolve(job)):
                             run(env.mine(p.voteWindow + 1))

@@ -46,15 +46,16 @@ async def test_commit_result_succeeds(env: Env) -> None:
     assert ev.window_end == receipt["blockNumber"] + env.params.challengeWindow
     assert (ev.input_digest, ev.output_digest) == (trace.digests[0], trace.digests[-1])
     r = await env.c.coordinator.result_of(JOB)
-    assert (r.prover, r.num_ops, r.status, r.trace_root, r.attempts) == (
+    assert (r.prover, r.num_ops, r.status, r.attempts) == (
         env.addr(PROVER),
         10,
         ResultStatus.PENDING,
-        trace.root,
         0,
     )
     assert r.window_end == ev.window_end
-    assert r.ends_hash == keccak(trace.digests[0] + trace.digests[-1])
+    assert r.commitment == keccak(trace.root + trace.digests[0] + trace.digests[-1])
+    co = env.c.coordinator
+    assert await co.commitment_for(trace.root, trace.digests[0], trace.digests[-1]) == r.commitment
     assert await env.c.coordinator.dispute_id_of(JOB) == bytes(32)
     assert await env.c.coordinator.total_bonds() == env.params.proverBond
     await assert_solvent(env)

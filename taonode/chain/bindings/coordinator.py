@@ -355,8 +355,7 @@ class ResultInfo(NamedTuple):
     window_end: int
     status: int
     attempts: int
-    trace_root: bytes
-    ends_hash: bytes
+    commitment: bytes
 
 
 class TallyInfo(NamedTuple):
@@ -496,6 +495,18 @@ class TaoCoordinator(ContractBinding):
                 job_id, model_id, profile_id, input_digest, output_digest, trace_root, value=value
             )
         )
+
+    async def commitment_for(
+        self,
+        trace_root: bytes,
+        input_digest: bytes,
+        output_digest: bytes,
+        *,
+        block: BlockIdentifier = "latest",
+    ) -> bytes:
+        """``commitmentFor``"""
+        out = await self._call("commitmentFor", [trace_root, input_digest, output_digest], block)
+        return cast(bytes, convert("bytes32", out))
 
     async def committee_of(
         self, job_id: bytes, *, block: BlockIdentifier = "latest"
@@ -655,7 +666,6 @@ class TaoCoordinator(ContractBinding):
             cast(int, convert("uint8", out[3])),
             cast(int, convert("uint16", out[4])),
             cast(bytes, convert("bytes32", out[5])),
-            cast(bytes, convert("bytes32", out[6])),
         )
 
     async def stakes(self, *, block: BlockIdentifier = "latest") -> ChecksumAddress:
@@ -716,6 +726,11 @@ class TaoCoordinator(ContractBinding):
         """``totalPending``"""
         out = await self._call("totalPending", [], block)
         return cast(int, convert("uint256", out))
+
+    async def trace_root_of(self, job_id: bytes, *, block: BlockIdentifier = "latest") -> bytes:
+        """``traceRootOf``"""
+        out = await self._call("traceRootOf", [job_id], block)
+        return cast(bytes, convert("bytes32", out))
 
     async def treasury(self, *, block: BlockIdentifier = "latest") -> ChecksumAddress:
         """``treasury``"""
