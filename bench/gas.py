@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from eth_typing import ChecksumAddress
 from eth_utils.crypto import keccak
 from web3.types import TxReceipt
 
@@ -173,7 +174,7 @@ async def reopen_rows(
     claimed: list[bytes],
     root: bytes,
     domain: VoteDomain,
-    index: dict[str, int],
+    index: dict[ChecksumAddress, int],
     m: int,
 ) -> list[Row]:
     """A challenge the committee decides for the prover (the result re-opens), then a second
