@@ -119,7 +119,7 @@ async def test_dispute_honest_prover_wins_succeeds(env: Env, num_ops: int) -> No
     await assert_solvent(env)
     with pytest.raises(ContractRevert, match="WindowOpen"):
         await co.finalize(JOB)
-    await env.mine(reopened.window_end - await env.block())
+    await env.mine(reopened.window_end - await env.block() + 1)
     receipt = await env.as_(CLIENT).coordinator.finalize(JOB)
     (fin,) = env.c.coordinator.events_of(receipt, ResultFinalized)
     assert (fin.prover, fin.fee) == (env.addr(PROVER), FEE)
