@@ -285,9 +285,9 @@ contract TaoCoordinator {
         // may judge a new result; a prover cannot name a looser one.
         if (profileId == bytes32(0) || active != profileId) revert ProfileMismatch(modelId, profileId);
         uint64 windowEnd = uint64(block.number) + challengeWindow;
-        // Invariant: the end digests are stored, and the first move must prove cut 0 and cut N
-        // equal to them; without this a prover could return a manipulated output while
-        // committing an honest (or recycled) trace.
+        // Invariant: the end digests are bound with the trace root in one commitment, and the
+        // first move must prove cut 0 and cut N equal to them; without this a prover could
+        // return a manipulated output while committing an honest (or recycled) trace.
         _results[jobId] = Result(
             msg.sender,
             numOps,
