@@ -59,6 +59,11 @@ class P2PMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.bans = Counter(
+            "taonode_p2p_peer_bans_total",
+            "Peers banned and disconnected for a penalty score over the limit",
+            registry=registry,
+        )
         self.dials = Counter(
             "taonode_p2p_dials_total",
             "Bootstrap dial attempts, by outcome",

@@ -1,0 +1,146 @@
+"""py-libp2p 0.8.1 pubsub, hardened where a remote peer could bypass or exhaust it.
+
+Each override names the library behaviour it replaces (measured; docs/p2p.md):
+
+* **Validation cache** (``Pubsub.validation_cache``): keyed by (origin, seqno) for 300 s while
+  the seen cache forgets ids after 120 s, so a replayed seqno with new bytes reused a cached
+  "valid" and skipped the topic validator (issue 12, item 2).  Off: the seen cache already
+  stops duplicates before validation, so the cache saved work only in the attack case.
+* **One task per message**: the read loop spawns ``push_msg`` for every message of an RPC
+  without a bound.  ``_is_subscribed_to_msg`` runs synchronously in that loop, before the
+  spawn, so the per-peer admission (token bucket, in-flight cap, ban) sits there.
+* **Equivocation map**: kept every valid message object until a heartbeat trimmed it to 500;
+  here a bounded map of 32-byte fingerprints.
+* **Log volume**: the library logs a warning per rate-limited, equivocating or undeliverable
+  message; :func:`throttle_library_logs` keeps one line per interval per message template.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import blake3
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub, ValidationCache, ValidationResult
+
+from taonode.p2p.guard import LogThrottle, PeerGuard
+
+# The peer whose pubsub stream the current read loop serves (set per reader task).
+_FORWARDER: contextvars.ContextVar[ID | None] = contextvars.ContextVar(
+    "taonode_p2p_forwarder", default=None
+)
+
+Refused = Callable[[str, str], None]
+"""``(peer_id, reason)``: a message was dropped before any task was spawned for it."""
+
+
+class _NoValidationCache(ValidationCache):
+    def get(self, msg_id: bytes) -> ValidationResult | None:
+        return None
+
+    def put(self, msg_id: bytes, result: ValidationResult) -> None:
+        pass
+
+
+class GuardedPubsub(Pubsub):
+    def __init__(
+        self,
+        host: Any,
+        router: Any,
+        *,
+        guard: PeerGuard,
+        on_refused: Refused,
+        library_validation_cache: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(host, router, **kwargs)
+        self.guard = guard
+        self._on_refused = on_refused
+        if not library_validation_cache:
+            self.validation_cache = _NoValidationCache()
+
+    async def continuously_read_stream(self, stream: Any) -> None:
+        token = _FORWARDER.set(stream.muxed_conn.peer_id)
+        try:
+            await super().continuously_read_stream(stream)
+        finally:
+            _FORWARDER.reset(token)
+
+    def _is_subscribed_to_msg(self, msg: rpc_pb2.Message) -> bool:
+        if not super()._is_subscribed_to_msg(msg):
+            return False
+        peer = _FORWARDER.get()
+        if peer is None:
+            return True
+        why = self.guard.admit(str(peer))
+        if why is None:
+            return True
+        self._on_refused(str(peer), why)
+        return False
+
+    async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
+        try:
+            await super().push_msg(msg_forwarder, msg)
+        finally:
+            if msg_forwarder != self.my_id:
+                self.guard.done(str(msg_forwarder))
+
+
+class BoundedGossipSub(GossipSub):
+    def __init__(self, *args: Any, equivocation_entries: int = 8192, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._equivocation_entries = equivocation_entries
+        self._fingerprints: OrderedDict[bytes, bytes] = OrderedDict()
+
+    def _check_equivocation(self, msg: rpc_pb2.Message) -> bool:
+        key = bytes(msg.from_id) + bytes(msg.seqno)
+        h = blake3.blake3()
+        for topic in msg.topicIDs:
+            h.update(topic.encode() + b"\x00")
+        h.update(b"\x01" + bytes(msg.data))
+        fingerprint = h.digest()
+        seen = self._fingerprints.get(key)
+        if seen is not None:
+            if seen == fingerprint:
+                return True
+            if self.scorer is not None:
+                self.scorer.penalize_equivocation(ID(msg.from_id), 100.0)
+            return False
+        self._fingerprints[key] = fingerprint
+        while len(self._fingerprints) > self._equivocation_entries:
+            self._fingerprints.popitem(last=False)
+        return True
+
+
+class _ThrottleFilter(logging.Filter):
+    def __init__(self, throttle: LogThrottle) -> None:
+        super().__init__()
+        self.throttle = throttle
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        suppressed = self.throttle.allow(f"{record.name}:{record.msg}")
+        if suppressed is None:
+            return False
+        if suppressed:
+            record.msg = f"{record.getMessage()} ({suppressed} similar lines suppressed)"
+            record.args = None
+        return True
+
+
+_THROTTLED = ("libp2p.pubsub.pubsub", "libp2p.pubsub.gossipsub", "libp2p.pubsub.rpc_queue")
+
+
+def throttle_library_logs(interval_s: float = 10.0) -> None:
+    """Idempotent: one shared filter on the library's chatty pubsub loggers."""
+    for name in _THROTTLED:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _ThrottleFilter) for f in logger.filters):
+            logger.addFilter(_ThrottleFilter(LogThrottle(interval_s)))
