@@ -86,6 +86,20 @@ class GuardedPubsub(Pubsub):
 
     async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
         try:
+            if msg_forwarder != self.my_id:
+                peer = str(msg_forwarder)
+                if self.guard.banned(peer):
+                    # Admitted before the ban; the validator's work is not spent on it.
+                    self._on_refused(peer, "banned")
+                    return
+                scorer = self.router.scorer
+                if scorer is not None and not scorer.allow_publish(
+                    msg_forwarder, list(msg.topicIDs)
+                ):
+                    # The library's own score gate (below publish_threshold) drops these
+                    # silently; the same check here, first, so the drop is counted.
+                    self._on_refused(peer, "score_gate")
+                    return
             await super().push_msg(msg_forwarder, msg)
         finally:
             if msg_forwarder != self.my_id:
