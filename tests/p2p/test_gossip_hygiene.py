@@ -113,7 +113,8 @@ async def test_flooding_peer_is_refused_banned_and_honest_peer_unaffected(
     # The honest peer is not hit: its message is delivered right after the flood.
     await honest.publish(RESULTS, _result(7))
     got = await sub.get(10)
-    assert got.body == _result(7) and got.peer_id == honest.peer_id
+    assert got.body == _result(7)
+    assert got.peer_id == honest.peer_id
     assert not victim.guard.banned(honest.peer_id)
     assert victim.guard.score(honest.peer_id) == 0.0
 
