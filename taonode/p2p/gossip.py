@@ -92,7 +92,7 @@ class GuardedPubsub(Pubsub):
                     # Admitted before the ban; the validator's work is not spent on it.
                     self._on_refused(peer, "banned")
                     return
-                scorer = self.router.scorer
+                scorer = getattr(self.router, "scorer", None)
                 if scorer is not None and not scorer.allow_publish(
                     msg_forwarder, list(msg.topicIDs)
                 ):
