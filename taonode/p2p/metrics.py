@@ -41,6 +41,17 @@ class P2PMetrics:
             ["direction"],
             registry=registry,
         )
+        self.blob_served = Counter(
+            "taonode_p2p_blob_served_total",
+            "Blob requests answered, by outcome (ok, not_found, busy, too_large, too_slow, ...)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.blob_serving = Gauge(
+            "taonode_p2p_blob_serving",
+            "Blob transfers in progress (slots held)",
+            registry=registry,
+        )
         self.blob_seconds = Histogram(
             "taonode_p2p_blob_fetch_seconds",
             "Blob fetch latency (request to verified payload)",

@@ -118,12 +118,15 @@ class P2PConfig:
     # At most one warning line per interval for rejected envelopes (the rest at debug).
     reject_warn_interval_s: float = 10.0
     vote_domain: VoteDomain | None = None
-    # Blob transfer limits.
+    # Blob transfer limits (serving: slots per peer, a minimum rate; see blob.ServeLimits).
     max_blob_bytes: int = 256 * 1024 * 1024
     blob_idle_timeout_s: float = 10.0
     blob_timeout_s: float = 60.0
     max_concurrent_fetches: int = 4
     max_concurrent_serves: int = 8
+    max_serves_per_peer: int = 2
+    blob_min_rate_bps: float = 1024 * 1024
+    blob_grace_s: float = 10.0
     # Generic request/response limits.
     max_request_bytes: int = 1024 * 1024
     request_timeout_s: float = 10.0
@@ -247,6 +250,7 @@ class P2PNode:
         self._reject_counts: dict[str, int] = {}
         throttle_library_logs()
         self._blob_source = blob_source
+        self.metrics.blob_serving.set_function(lambda: self._serve_slots.active)
         self._blob_verifier = blob_verifier
         self._key_pair = load_or_create(config.key_file)
         self.peer_id = peer_id_of(self._key_pair)
@@ -265,7 +269,15 @@ class P2PNode:
         self._host: Any = None
         self._pubsub: Any = None
         self._fetch_limit: trio.Semaphore | None = None
-        self._serve_limit: trio.Semaphore | None = None
+        self._serve_slots = blobproto.ServeSlots(
+            blobproto.ServeLimits(
+                slots=config.max_concurrent_serves,
+                per_peer=config.max_serves_per_peer,
+                idle_s=config.blob_idle_timeout_s,
+                min_rate_bps=config.blob_min_rate_bps,
+                grace_s=config.blob_grace_s,
+            )
+        )
         self._connected: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle (asyncio)
@@ -560,7 +572,6 @@ class P2PNode:
         )
         self._host, self._pubsub = host, pubsub
         self._fetch_limit = trio.Semaphore(cfg.max_concurrent_fetches)
-        self._serve_limit = trio.Semaphore(cfg.max_concurrent_serves)
         self._stop_evt = trio.Event()
         self._token = trio.lowlevel.current_trio_token()
         try:
@@ -740,17 +751,20 @@ class P2PNode:
                 self.metrics.dropped.inc()
 
     async def _t_serve_blob(self, stream: Any) -> None:
-        assert self._serve_limit is not None
+        peer = str(stream.muxed_conn.peer_id)
+        m = self.metrics
         try:
             if self._blob_source is None:
                 await stream.write(struct.pack(">BQ", blobproto.NOT_FOUND, 0))
+                m.blob_served.labels("not_found").inc()
                 return
-            sent = await blobproto.serve(
-                stream, self._blob_source, self._serve_limit, self.config.blob_idle_timeout_s
-            )
-            self.metrics.blob_bytes.labels("out").inc(sent)
+            out = await blobproto.serve(stream, peer, self._blob_source, self._serve_slots)
+            m.blob_served.labels(out.outcome).inc()
+            m.blob_bytes.labels("out").inc(out.sent)
         except Exception as e:
-            self.log.info("blob serve failed", error=repr(e))
+            reason = e.reason if isinstance(e, blobproto.BlobError) else "error"
+            m.blob_served.labels(reason).inc()
+            self.log.debug("blob serve failed", peer_id=peer, error=repr(e))
             with contextlib.suppress(Exception):
                 await stream.reset()
         finally:
