@@ -61,6 +61,12 @@ async def _linked(a: P2PNode, b: P2PNode) -> None:
     await _until(lambda: ID.from_base58(a.peer_id) in b._pubsub.peers)
 
 
+async def _meshed(publisher: P2PNode, receiver: P2PNode, topic: str) -> None:
+    """``publisher`` would send a ``topic`` message to ``receiver`` now (its mesh has it)."""
+    peer = ID.from_base58(receiver.peer_id)
+    await _until(lambda: peer in publisher._pubsub.router.mesh.get(topic, set()))
+
+
 @pytest.fixture
 def captured_log() -> AsyncIterator[io.StringIO]:  # type: ignore[misc]
     """The node's real logging set-up (info level, JSON) into a buffer."""
@@ -166,6 +172,45 @@ async def test_a_banned_peer_that_dials_back_is_disconnected(make_node: NodeFact
     await _gone(victim, attacker)
     await attacker.connect(victim.listen_addrs[0])  # the transport lets it in ...
     await _gone(victim, attacker)  # ... and the victim hangs up at once
+
+
+async def test_valid_but_too_fast_is_rate_limited_then_banned(make_node: NodeFactory) -> None:
+    """Well-formed, correctly signed envelopes, far above the per-peer rate: the excess is
+    dropped before any task is spawned, the peer's score sinks and it is disconnected."""
+    victim = await make_node("victim")
+    g = victim.guard.config
+    g.rate_per_s, g.burst = 50.0, 50.0
+    sub = await victim.subscribe(RESULTS)
+    attacker = await make_node("attacker", bootstrap=(victim.listen_addrs[0],))
+    await _linked(victim, attacker)
+    batches = [
+        [
+            pubsub_message(
+                attacker, RESULTS, seal(attacker.signer, RESULTS, _result(i)), os.urandom(8)
+            )
+            for i in range(b * 50, b * 50 + 50)
+        ]
+        for b in range(40)
+    ]
+    t0 = time.perf_counter()
+    sent = 0
+    for msgs in batches:
+        try:
+            await raw_publish(attacker, victim.peer_id, msgs)
+        except Exception:
+            break
+        sent += len(msgs)
+    await _until(lambda: metric(victim, "taonode_p2p_peer_bans_total") == 1)
+    await _gone(victim, attacker)
+    elapsed = time.perf_counter() - t0
+    delivered = sub.queue.qsize()
+    limited = metric(victim, "taonode_p2p_rejected_total", reason="rate_limited")
+    print(f"\nvalid flood: sent={sent} in {elapsed:.2f}s, delivered={delivered}, {limited=}")
+    assert delivered <= 50 + 50 * elapsed + 1
+    assert limited >= g.ban_score / g.penalties["rate_limited"]
+    assert (
+        delivered + limited + metric(victim, "taonode_p2p_rejected_total", reason="banned") <= sent
+    )
 
 
 async def test_ten_thousand_rejections_log_a_few_lines(
