@@ -64,13 +64,37 @@ class GuardedPubsub(Pubsub):
         self._on_refused = on_refused
         if not library_validation_cache:
             self.validation_cache = _NoValidationCache()
+        # Inbound pubsub streams being read, per peer (a reconnecting peer has two for a while).
+        self.readers: dict[ID, int] = {}
 
     async def continuously_read_stream(self, stream: Any) -> None:
-        token = _FORWARDER.set(stream.muxed_conn.peer_id)
+        peer = stream.muxed_conn.peer_id
+        token = _FORWARDER.set(peer)
+        self.readers[peer] = self.readers.get(peer, 0) + 1
         try:
             await super().continuously_read_stream(stream)
         finally:
             _FORWARDER.reset(token)
+            left = self.readers.get(peer, 1) - 1
+            if left > 0:
+                self.readers[peer] = left
+            else:
+                self.readers.pop(peer, None)
+
+    def _handle_dead_peer(self, peer_id: ID) -> None:
+        """The library forgets *all* of a peer's subscriptions when any one of its streams
+        fails (a failed write included).  When a peer reconnects during a backlog, the old
+        connection's stream fails after the new stream's hello announced them again; the
+        library re-opens its own stream but no longer knows the peer's topics, so it sends
+        the peer nothing until the peer re-announces (issue 12, item 4: 80 s and more).  While
+        another inbound stream of the peer is being read, its announcements stand: keep them."""
+        live = self.readers.get(peer_id, 0) > 0
+        topics = [t for t, peers in self.peer_topics.items() if peer_id in peers] if live else []
+        super()._handle_dead_peer(peer_id)
+        if topics and self._peer_is_connected(peer_id):
+            for topic in topics:
+                self.peer_topics.setdefault(topic, set()).add(peer_id)
+            self._peer_subscription_count[peer_id] = len(topics)
 
     def _is_subscribed_to_msg(self, msg: rpc_pb2.Message) -> bool:
         if not super()._is_subscribed_to_msg(msg):
