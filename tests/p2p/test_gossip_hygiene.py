@@ -213,6 +213,7 @@ async def test_valid_but_too_fast_is_rate_limited_then_banned(make_node: NodeFac
     )
 
 
+@pytest.mark.slow  # 10,000 validations: 7-25 s on the loaded 2-core box
 async def test_ten_thousand_rejections_log_a_few_lines(
     make_node: NodeFactory, captured_log: io.StringIO
 ) -> None:
