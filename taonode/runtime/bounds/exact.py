@@ -1,0 +1,138 @@
+"""Exact ops (data movement, selection, comparisons, max) and single-rounding conversions.
+
+A Python scalar in these ops (``masked_fill``'s value, ``lt``'s threshold, ``clamp``'s limits)
+is rounded to FP32 by the kernel before use when the tensor operand is floating: the FP64
+reference uses that rounded value (:func:`fl32`), so an honest op stays exact. Taking the scalar
+at face value made an honest ``masked_fill(x, m, −1e30)`` or ``eq(x, 0.1)`` a "violation" of
+1e308 × its zero bound (issue 11, item 7): a prover could be slashed for the FP32 program's
+own semantics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from taonode.runtime.bounds.core import RULES, Rule, U, call, fl32, one_rounding, zero
+
+_EXACT_OPS = (
+    "aten.relu.default",
+    "aten.max_pool2d.default",
+    "aten.embedding.default",
+    "aten.cat.default",
+    "aten.upsample_nearest2d.vec",
+    "aten.upsample_nearest2d.default",
+    "aten.where.self",
+    "aten.zeros_like.default",
+    "aten.ones_like.default",
+    "aten.stack.default",
+    "aten.argmax.default",
+    "aten.eq.Tensor",
+)
+# Metadata ops that stay ops (they feed the graph output) are exact too.
+_EXACT_METADATA = (
+    "aten.view.default",
+    "aten.reshape.default",
+    "aten._unsafe_view.default",
+    "aten.transpose.int",
+    "aten.permute.default",
+    "aten.t.default",
+    "aten.expand.default",
+    "aten.expand_as.default",
+    "aten.unsqueeze.default",
+    "aten.squeeze.dim",
+    "aten.squeeze.dims",
+    "aten.squeeze.default",
+    "aten.flatten.using_ints",
+    "aten.unflatten.int",
+    "aten.select.int",
+    "aten.slice.Tensor",
+    "aten.narrow.default",
+    "aten.contiguous.default",
+    "aten.alias.default",
+    "aten.detach.default",
+    "aten.clone.default",
+)
+EXACT = frozenset(_EXACT_OPS + _EXACT_METADATA)
+"""Targets whose bound is identically 0 (nothing to weaken in the mutation test)."""
+
+
+def _scalars_as_fp32(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """Round Python float operands to FP32 when the first operand is a floating tensor (an
+    integer tensor compared with a float is promoted to the default dtype, FP32, by both the
+    FP32 program and the reference, so nothing to do there)."""
+    first = args[0] if args else None
+    if not (isinstance(first, Tensor) and first.is_floating_point()):
+        return args
+    return tuple(fl32(a) for a in args)
+
+
+def _exact_rule(target: str) -> Rule:
+    def fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        ref = call(target, _scalars_as_fp32(args, kwargs), kwargs)
+        return ref, zero(ref)
+
+    return fn
+
+
+for _t in _EXACT_OPS + _EXACT_METADATA:
+    RULES[_t] = _exact_rule(_t)
+
+SCALAR_EXACT = (
+    "aten.masked_fill.Scalar",
+    "aten.eq.Scalar",
+    "aten.ne.Scalar",
+    "aten.lt.Scalar",
+    "aten.le.Scalar",
+    "aten.gt.Scalar",
+    "aten.ge.Scalar",
+)
+for _t in SCALAR_EXACT:
+    RULES[_t] = _exact_rule(_t)
+EXACT = EXACT | frozenset(SCALAR_EXACT)
+
+
+def _single_rounding(target: str) -> Rule:
+    """Conversions and clamps: one correct rounding of the exact value (:func:`one_rounding`:
+    0 for integers below 2^24, FP32 values and clamps to FP32-rounded limits)."""
+
+    def fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        ref = call(target, _scalars_as_fp32(args, kwargs), {k: fl32(v) for k, v in kwargs.items()})
+        if not ref.is_floating_point():
+            return ref, zero(ref)
+        return ref, one_rounding(ref)
+
+    return fn
+
+
+for _t in (
+    "aten.to.dtype",
+    "aten._to_copy.default",
+    "aten.clamp.default",
+    "aten.clamp_min.default",
+    "aten.clamp_max.default",
+):
+    RULES[_t] = _single_rounding(_t)
+
+
+def _arange(target: str, roundings: int) -> Rule:
+    """``start + i·step`` evaluated in FP32 (CUDA) or in double then rounded (CPU): the FP32
+    roundings of start and step, of the product and of the sum: ``roundings·u|y|`` on top of
+    the final rounding (integers below 2^24 stay exact)."""
+
+    def fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        ref = call(target, args, kwargs)
+        if not ref.is_floating_point():
+            return ref, zero(ref)
+        start = args[0] if target != "aten.arange.default" else 0
+        # Cancellation (start = -0.9, y = 0.1): the roundings scale with |start| + |i·step|.
+        mag = ref.abs() + 2 * abs(float(start))
+        return ref, roundings * U * mag + one_rounding(ref)
+
+    return fn
+
+
+RULES["aten.arange.default"] = _arange("aten.arange.default", 0)
+RULES["aten.arange.start"] = _arange("aten.arange.start", 1)
+RULES["aten.arange.start_step"] = _arange("aten.arange.start_step", 3)
