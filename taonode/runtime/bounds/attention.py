@@ -36,10 +36,12 @@ def _softmax_weight_error(
 
     Computed weight j: ``exp(ŝ_j - m)(1+ε_j)`` normalised by their sum. With
     ``ε_j = 2k·u + 4u·|s_j - m| + extra_rel`` (k = ``LIBM["softmax_exp"].ulp``: libm error;
-    rounding of the shifted argument, including an exp2 rescaling), the first-order relative
-    error of ``p_j`` is
-    ``θ_j = |δs_j| + ε_j + Σ_l p_l(|δs_l| + ε_l) + γ_n``; ``p_j·(exp(2θ_j) - 1)`` covers the
-    higher orders. For weights with large ``θ_j`` (masked or far-below-max scores) the
+    rounding of the shifted argument, including an exp2 rescaling):
+    ``p̂_j/p_j = (1+α_j)(1+δ)/(1+β)`` with ``|α_j| ≤ expm1(|δs_j| + ε_j)``, ``|δ| ≤ u`` (the
+    division) and ``|β| ≤ b₀ + γ_{n+2}(1 + b₀)``, ``b₀ = Σ_l p_l·expm1(|δs_l| + ε_l)`` (the sum),
+    so ``Δp_j ≤ p_j(α_j(1+u) + u + β)/(1 − β)`` — exact, no first-order truncation (the old
+    ``p_j·expm1(2θ_j)`` was 2× loose). For weights with large ``α_j`` (masked or far-below-max
+    scores) the
     direct bound ``p̂_j ≤ exp(s_j - s_L + |δs_j| + ε_j + |δs_L| + 2ε_L + γ_n)`` against the
     top weight ``L`` is used when smaller.
     """
@@ -49,10 +51,13 @@ def _softmax_weight_error(
     shift = torch.where(finite, (s - m).abs(), torch.zeros_like(s))
     eps = SOFTMAX_EXP_REL + 4 * U * shift + extra_rel
     per = torch.where(finite, err_s + eps, torch.zeros_like(s))
-    # The softmax perturbation term Σ_l p_l·per_l: masked entries have p_l = 0 exactly.
-    weighted = (p * per).sum(dim=dim, keepdim=True)
-    theta = per + weighted + gamma(n + 2)
-    relative = p * torch.expm1((2 * theta).clamp(max=700.0))
+    # p̂_j/p_j = (1+α_j)(1+γ)/(1+β) with |α_j| ≤ expm1(per_j), |β| ≤ Σ p_l·expm1(per_l) + γ
+    # (the sum's and the division's roundings): |p̂_j/p_j − 1| ≤ (α_j + β)/(1 − β).
+    alpha = torch.expm1(per.clamp(max=700.0))
+    b0 = (p * alpha).sum(dim=dim, keepdim=True)
+    beta = b0 + gamma(n + 2) * (1 + b0)
+    rel = (alpha * (1 + U) + U + beta) / (1 - beta).clamp(min=2.0**-60)
+    relative = torch.where(beta < 1, p * rel, math.inf)
     top = p.argmax(dim=dim, keepdim=True)
     s_top = torch.gather(s, dim, top)
     per_top = torch.gather(per, dim, top)

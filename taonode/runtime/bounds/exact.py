@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
-from taonode.runtime.bounds.core import RULES, Rule, U, call, fl32, one_rounding, zero
+from taonode.runtime.bounds.core import RULES, Rule, U, call, fl32, one_rounding, rule, tiny, zero
 
 _EXACT_OPS = (
     "aten.relu.default",
@@ -116,23 +117,43 @@ for _t in (
     RULES[_t] = _single_rounding(_t)
 
 
-def _arange(target: str, roundings: int) -> Rule:
-    """``start + i·step`` evaluated in FP32 (CUDA) or in double then rounded (CPU): the FP32
-    roundings of start and step, of the product and of the sum: ``roundings·u|y|`` on top of
-    the final rounding (integers below 2^24 stay exact)."""
+@rule("aten.arange.default")
+def _arange_end(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Tensor, Tensor]:
+    """``0, 1, …``: integers, exact below 2^24 (one rounding above)."""
+    ref = call("aten.arange.default", args, kwargs)
+    return ref, (one_rounding(ref) if ref.is_floating_point() else zero(ref))
+
+
+def _arange(target: str) -> Rule:
+    """``start + i·step``. The length is the double computation's (PyTorch computes it on the
+    host in double for every device). Kernels evaluate ``fl32(start) + i·fl32(step)`` in FP32
+    (CUDA: the product and the sum rounded) or ``start + i·step`` in double, rounded once
+    (CPU): the reference is the former exactly, the latter enters by :func:`_scalar_view`."""
 
     def fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Tensor, Tensor]:
-        ref = call(target, args, kwargs)
-        if not ref.is_floating_point():
-            return ref, zero(ref)
-        start = args[0] if target != "aten.arange.default" else 0
-        # Cancellation (start = -0.9, y = 0.1): the roundings scale with |start| + |i·step|.
-        mag = ref.abs() + 2 * abs(float(start))
-        return ref, roundings * U * mag + one_rounding(ref)
+        face = call(target, args, kwargs)
+        if not face.is_floating_point():
+            return face, zero(face)
+        start = float(args[0])
+        step = float(args[2]) if len(args) > 2 else 1.0
+        i = torch.arange(face.numel(), dtype=face.dtype, device=face.device)
+        prod = i * fl32(step)
+        ref = fl32(start) + prod
+        # An exact FP32 product leaves one rounding (exactness kept); else both roundings.
+        exact_prod = prod == prod.to(torch.float32).to(prod.dtype)
+        both = U * prod.abs() + U * (1 + U) * ref.abs() + tiny(ref)
+        bound = torch.where(exact_prod, one_rounding(ref), both)
+        return ref, _scalar_view(ref, face, bound)
 
     return fn
 
 
-RULES["aten.arange.default"] = _arange("aten.arange.default", 0)
-RULES["aten.arange.start"] = _arange("aten.arange.start", 1)
-RULES["aten.arange.start_step"] = _arange("aten.arange.start_step", 3)
+RULES["aten.arange.start"] = _arange("aten.arange.start")
+RULES["aten.arange.start_step"] = _arange("aten.arange.start_step")
+
+
+def _scalar_view(ref: Tensor, ref_face: Tensor, bound: Tensor) -> Tensor:
+    """A kernel keeping the scalars in double: its exact result differs by Δ and it rounds
+    once more (same as :func:`taonode.runtime.bounds.elementwise._scalar_view`)."""
+    delta = (ref_face - ref).abs()
+    return bound + torch.where(delta > 0, delta * (1 + 2 * U) + U * ref_face.abs(), 0.0)
