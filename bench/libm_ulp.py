@@ -118,13 +118,13 @@ def _measure(compiled: bool, n: int) -> dict[str, Any]:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    if args.mkldnn == "off":
-        torch.backends.mkldnn.enabled = False
+    with torch.backends.mkldnn.flags(enabled=args.mkldnn == "on"):
+        ops = _measure(args.compiled, args.n)
     res = {
         "capability": torch.backends.cpu.get_cpu_capability(),
         "mkldnn": args.mkldnn,
         "compiled": args.compiled,
-        "ops": _measure(args.compiled, args.n),
+        "ops": ops,
     }
     print(json.dumps(res))
     return 0
@@ -132,7 +132,9 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _paths() -> list[tuple[str, dict[str, str], list[str]]]:
     cap = torch.backends.cpu.get_cpu_capability().lower()
-    caps = ["default"] + [c for c in ("avx2", "avx512") if c == cap or (c, cap) == ("avx2", "avx512")]
+    caps = ["default"] + [
+        c for c in ("avx2", "avx512") if c == cap or (c, cap) == ("avx2", "avx512")
+    ]
     paths = []
     for c in caps:
         for mk in ("on", "off"):

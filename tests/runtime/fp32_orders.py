@@ -62,6 +62,9 @@ def matmul_orders(a: Tensor, b: Tensor, g: torch.Generator) -> list[Tensor]:
         a[..., perm] @ b[perm],
         seq_sum(prods[..., perm, :], -2),
     ]
+    out.append(sorted_sum(prods, -2, True))  # descending magnitude, sequential
+    out.append(sorted_sum(prods, -2, False))
+    out.append(blocked_sum(prods, -2, g))
     # split-K with default-kernel partial GEMMs
     cut = int(torch.randint(1, max(2, k), (1,), generator=g)) if k > 1 else k
     out.append(a[..., :cut] @ b[:cut] + a[..., cut:] @ b[cut:])
