@@ -356,26 +356,32 @@ def _group_norm() -> tuple[Any, ...]:
 
 def _bn_case() -> tuple[Tensor, ...]:
     x = (torch.randn(2, 3, 5, generator=_G) * 4 + 30).float()
-    w, b = torch.rand(3, generator=_G) + 0.5, torch.randn(3, generator=_G)
-    rm, rv = (torch.randn(3, generator=_G) + 30).float(), (torch.rand(3, generator=_G) + 0.1)
+    w, b = torch.rand(3, generator=_G) + 0.5, torch.zeros(3)
+    # m = 0: the whole error of α reaches the output (x·Δα, no cancellation against m·Δα).
+    rm, rv = torch.zeros(3), (torch.rand(3, generator=_G) + 0.1)
     return x, w, b, rm, rv
 
 
-@case("aten.batch_norm.default", "folded x·α + (b − m·α)")
+def _folded_bn(x: Tensor, w: Tensor, b: Tensor, rm: Tensor, rv: Tensor) -> Tensor:
+    """``x·α + (b − m·α)`` with ``rsqrt`` at its allowance (rounded up, to push α high)."""
+    v = (rv + 1e-5).double()
+    r = v.rsqrt()
+    r_hat = at_allowance(r, 2 * LIBM["rsqrt"].ulp * U * r)
+    a = w * r_hat
+    return x * a[:, None] + (b - rm * a)[:, None]
+
+
+@case("aten.batch_norm.default", "folded x·α + (b − m·α), rsqrt at its allowance")
 def _batch_norm() -> tuple[Any, ...]:
     x, w, b, rm, rv = _bn_case()
-    a = w * torch.rsqrt(rv + 1e-5)
-    y = x * a[:, None] + (b - rm * a)[:, None]
     args = (x, w, b, rm, rv, False, 0.1, 1e-5, False)
-    return args, {}, [y, F.batch_norm(x, rm, rv, w, b, False, 0.1, 1e-5)]
+    return args, {}, [_folded_bn(x, w, b, rm, rv), F.batch_norm(x, rm, rv, w, b, False, 0.1, 1e-5)]
 
 
-@case("aten._native_batch_norm_legit_no_training.default", "folded x·α + (b − m·α)")
+@case("aten._native_batch_norm_legit_no_training.default", "folded, rsqrt at its allowance")
 def _batch_norm_legit() -> tuple[Any, ...]:
     x, w, b, rm, rv = _bn_case()
-    a = w * torch.rsqrt(rv + 1e-5)
-    y = x * a[:, None] + (b - rm * a)[:, None]
-    return (x, w, b, rm, rv, 0.1, 1e-5), {}, [y]
+    return (x, w, b, rm, rv, 0.1, 1e-5), {}, [_folded_bn(x, w, b, rm, rv)]
 
 
 @case("aten.scaled_dot_product_attention.default", "scores by tie-dot, exp at its allowance")

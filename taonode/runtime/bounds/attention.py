@@ -200,8 +200,10 @@ def _group_norm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Tensor, 
 @rule("aten.batch_norm.default", "aten._native_batch_norm_legit_no_training.default")
 def _batch_norm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Tensor, Tensor]:
     """Inference batch norm with running statistics ``(x - m)·w/sqrt(v+eps) + b``; kernels
-    fold it into ``x·α + (b - m·α)``: ``α`` carries 4u, each term 2 more roundings:
-    ``B = 8u(|x|+|m|)|α| + 3u|b| + 2u|y|``."""
+    fold it into ``x·α + (b - m·α)``: ``α = w·rsqrt(v + eps)`` carries the rsqrt allowance, the
+    add and the product (``RSQRT_REL + u``), each term two more roundings:
+    ``B = (RSQRT_REL + 3u)(|x|+|m|)|α| + 3u|b| + 2u|y|`` (the unfolded form, a 2-ulp sqrt and
+    division, stays inside). The old ``8u`` assumed a ~2-ulp rsqrt, below the adopted 4 ulp."""
     x, w, b = args[0], args[1], args[2]
     if len(args) >= 9:  # batch_norm.default
         rm, rv, training, eps = args[3], args[4], args[5], args[7]
@@ -212,8 +214,9 @@ def _batch_norm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Tensor, 
     shape = (1, x.shape[1]) + (1,) * (x.dim() - 2)
     alpha = (rv + eps).rsqrt() * (1.0 if w is None else w)
     ref = F.batch_norm(x, rm, rv, w, b, False, 0.0, eps)
-    bound = 8 * U * (x.abs() + rm.abs().reshape(shape)) * alpha.abs().reshape(shape)
+    rel = RSQRT_REL + 3 * U
+    bound = rel * (x.abs() + rm.abs().reshape(shape)) * alpha.abs().reshape(shape)
     if b is not None:
         bound = bound + 3 * U * b.abs().reshape(shape)
-    over = may_overflow((x.abs() + rm.abs().reshape(shape)) * alpha.abs().reshape(shape), 8 * U)
+    over = may_overflow((x.abs() + rm.abs().reshape(shape)) * alpha.abs().reshape(shape), rel)
     return ref, unconstrained(over, bound + 2 * U * ref.abs() + 4 * FLOOR)
