@@ -39,7 +39,8 @@ KNOWN_LOOSE = frozenset(
     }
 )
 """Sound but > 2× loose on every case constructed so far (max r ≈ 0.05 for layer_norm over a
-300-input adversarial search; SDPA ≈ 0.01): a 2× weakening is not noticed. Open work, docs/bounds.md."""
+300-input adversarial search; SDPA ≈ 0.01): a 2× weakening is not noticed. Open work,
+docs/bounds.md."""
 
 
 def up(x: Any) -> Any:
@@ -119,3 +120,55 @@ def test_zero_bound_rules_are_exact_succeeds(target: str) -> None:
     bumped = y.clone()
     bumped[0] = torch.nextafter(bumped[0], torch.tensor(float("inf")))
     assert float(normalized_error(bumped, ref, bound).max()) == float("inf")
+
+
+_X = torch.tensor([[0.1, -3.0, 1e-30], [7.5, -0.0, 2.0**-149]], dtype=torch.float32)
+EXACT_CASES: list[tuple[str, tuple[Any, ...], torch.Tensor]] = [
+    ("aten.where.self", (_X > 0, _X, -_X), torch.where(_X > 0, _X, -_X)),
+    ("aten.relu.default", (_X,), torch.relu(_X)),
+    ("aten.eq.Tensor", (_X, _X.flip(0)), _X.flip(0) == _X),
+    ("aten.eq.Scalar", (_X, 16777217), _X == 16777217),
+    ("aten.gt.Scalar", (_X * 1e7, 16777217), _X * 1e7 > 16777217),
+    ("aten.argmax.default", (_X, 1), _X.argmax(1)),
+    ("aten.cat.default", ([_X, -_X], 0), torch.cat([_X, -_X])),
+    ("aten.stack.default", ([_X, -_X],), torch.stack([_X, -_X])),
+    (
+        "aten.max_pool2d.default",
+        (_X[None], [1, 3]),
+        torch.nn.functional.max_pool2d(_X[None], [1, 3]),
+    ),
+    (
+        "aten.embedding.default",
+        (_X, torch.tensor([1, 0, 1])),
+        torch.nn.functional.embedding(torch.tensor([1, 0, 1]), _X),
+    ),
+]
+
+
+@pytest.mark.parametrize("c", EXACT_CASES, ids=[c[0] for c in EXACT_CASES])
+def test_exact_rules_exact_succeeds(c: tuple[str, tuple[Any, ...], torch.Tensor]) -> None:
+    target, args, y = c
+    assert target in EXACT
+    ref, bound = reference_and_bound(target, up(args), {})
+    assert float(bound.abs().max()) == 0.0
+    assert float(normalized_error(y, ref, bound).max()) == 0.0
+    if y.is_floating_point():
+        bumped = y.clone().reshape(-1)
+        bumped[0] = torch.nextafter(bumped[0], torch.tensor(float("inf")))
+        r = normalized_error(bumped.reshape(y.shape), ref, bound)
+        assert float(r.max()) == float("inf")
+
+
+def test_big_integer_scalar_rounded_like_the_kernel_succeeds() -> None:
+    x = torch.tensor([16777216.0, 3.0, -1.5])
+    for target, y in (
+        ("aten.mul.Tensor", x * 16777217),
+        ("aten.add.Tensor", x + 16777217),
+    ):
+        ref, bound = reference_and_bound(target, up((x, 16777217)), {})
+        assert float(normalized_error(y, ref, bound).max()) <= 1.0
+    # An integer tensor keeps integer arithmetic.
+    i = torch.tensor([3, -5])
+    ref, bound = reference_and_bound("aten.mul.Tensor", (i, 16777217), {})
+    assert ref.dtype == torch.int64
+    assert torch.equal(ref, i * 16777217)

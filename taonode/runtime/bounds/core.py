@@ -98,12 +98,15 @@ def call(target: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return getattr(packet, overload)(*args, **kwargs)
 
 
-def fl32(s: Any) -> Any:
-    """A Python float rounded to FP32, as kernels do before using a scalar with FP32 tensors
-    (±inf past the FP32 range). Integers and booleans are returned unchanged: kernels convert
-    them exactly below 2^24, and larger ones are rounded by :func:`scalar_error`'s caller."""
-    if isinstance(s, float):
-        return float(torch.tensor(s, dtype=torch.float64).to(torch.float32))
+def fl32(s: Any, with_float_tensor: bool = True) -> Any:
+    """A Python scalar as kernels use it with an FP32 tensor: a float rounded to FP32 (±inf
+    past the range), an integer beyond 2^24 too (``x == 16777217`` compares with 16777216).
+    With an integer tensor (``with_float_tensor=False``) integers stay exact (integer
+    arithmetic) and floats are still rounded (the result is promoted to FP32)."""
+    if isinstance(s, bool):
+        return s
+    if isinstance(s, float) or (with_float_tensor and isinstance(s, int) and abs(s) > 2**24):
+        return float(torch.tensor(float(s), dtype=torch.float64).to(torch.float32))
     return s
 
 

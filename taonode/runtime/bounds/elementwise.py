@@ -39,7 +39,8 @@ from taonode.runtime.bounds.core import (
 
 
 def _fp32_scalars(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(fl32(a) for a in args)
+    floating = any(isinstance(a, Tensor) and a.is_floating_point() for a in args)
+    return tuple(fl32(a, floating) for a in args)
 
 
 def _scalar_view(ref: Tensor, ref_face: Tensor, bound: Tensor) -> Tensor:
@@ -50,7 +51,11 @@ def _scalar_view(ref: Tensor, ref_face: Tensor, bound: Tensor) -> Tensor:
 
 
 def _has_scalar(args: tuple[Any, ...]) -> bool:
-    return any(isinstance(a, float) and fl32(a) != a for a in args)
+    floating = any(isinstance(a, Tensor) and a.is_floating_point() for a in args)
+    return any(
+        isinstance(a, int | float) and not isinstance(a, bool) and fl32(a, floating) != a
+        for a in args
+    )
 
 
 def _mul(target: str) -> Rule:
@@ -84,7 +89,11 @@ def _div(target: str) -> Rule:
         if _has_scalar(args):
             bound = _scalar_view(ref, call(target, args, kwargs), bound)
         d = args[1]
-        if not isinstance(d, Tensor) and d != 0 and abs(1 / fl32(float(d))) >= OVERFLOW:
+        if (
+            not isinstance(d, Tensor)
+            and fl32(float(d)) != 0
+            and abs(1 / fl32(float(d))) >= OVERFLOW
+        ):
             bound = torch.full_like(bound, math.inf)
         return ref, bound
 
@@ -104,15 +113,16 @@ def _addsub(target: str) -> Rule:
     def fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Tensor, Tensor]:
         alpha = kwargs.get("alpha", args[2] if len(args) > 2 else 1)
         fargs = _fp32_scalars(args[:2], kwargs)
-        fkw = {**kwargs, "alpha": fl32(alpha)} if "alpha" in kwargs else kwargs
-        fargs = fargs + tuple(fl32(a) for a in args[2:])
+        floating = any(isinstance(a, Tensor) and a.is_floating_point() for a in args[:2])
+        fkw = {**kwargs, "alpha": fl32(alpha, floating)} if "alpha" in kwargs else kwargs
+        fargs = fargs + tuple(fl32(a, floating) for a in args[2:])
         ref = call(target, fargs, fkw)
         if not ref.is_floating_point():
             return ref, zero(ref)
         bound = one_rounding(ref)
         scaled = fargs[0] if alpha_on_first else fargs[1]
         if alpha != 1:
-            ab = absval(fl32(alpha)) * absval(scaled)
+            ab = absval(fl32(alpha, floating)) * absval(scaled)
             bound = bound + U * ab
             if isinstance(ab, Tensor):
                 bound = unconstrained(ab >= OVERFLOW, bound)

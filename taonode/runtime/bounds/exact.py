@@ -99,7 +99,9 @@ def _single_rounding(target: str) -> Rule:
     0 for integers below 2^24, FP32 values and clamps to FP32-rounded limits)."""
 
     def fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Tensor, Tensor]:
-        ref = call(target, _scalars_as_fp32(args, kwargs), {k: fl32(v) for k, v in kwargs.items()})
+        floating = bool(args) and isinstance(args[0], Tensor) and args[0].is_floating_point()
+        kw = {k: fl32(v, floating) for k, v in kwargs.items()}
+        ref = call(target, _scalars_as_fp32(args, kwargs), kw)
         if not ref.is_floating_point():
             return ref, zero(ref)
         return ref, one_rounding(ref)
