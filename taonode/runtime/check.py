@@ -80,7 +80,8 @@ def normalized_error(claimed: torch.Tensor, ref: torch.Tensor, bound: torch.Tens
     committee's verdict agree):
 
     * equal values, and NaN where ``Y_ref`` is NaN: ``r = 0``;
-    * ``B = ∞`` (no theoretical claim): ``r = 0`` whatever the claim, NaN and inf included;
+    * ``B = ∞`` (no theoretical claim): ``r = 0`` whatever the claim, NaN and inf included —
+      except that next to a non-finite ``Y_ref`` only a non-finite claim passes;
     * ``+inf`` claimed where ``Y_ref + B ≥`` :data:`OVERFLOW` (an honest FP32 rounding may
       overflow there), ``−inf`` where ``Y_ref − B ≤ −OVERFLOW``: ``r = 0``;
     * any other NaN or inf on either side: ``r = ∞``. A finite claim where every honest
@@ -99,7 +100,10 @@ def normalized_error(claimed: torch.Tensor, ref: torch.Tensor, bound: torch.Tens
     overflow_ok = (torch.isposinf(y) & (refd + b >= OVERFLOW)) | (
         torch.isneginf(y) & (refd - b <= -OVERFLOW)
     )
-    ok = same | torch.isposinf(b) | overflow_ok
+    # B = ∞ waives the element; next to a non-finite reference (inf inputs) only a non-finite
+    # claim is honest — a finite one would launder an overflow into a chosen value.
+    waived = torch.isposinf(b) & (torch.isfinite(refd) | ~torch.isfinite(y))
+    ok = same | waived | overflow_ok
     with torch.no_grad():
         r = (y - refd).abs() / b
     return torch.nan_to_num(torch.where(ok, 0.0, r), nan=math.inf, posinf=math.inf)

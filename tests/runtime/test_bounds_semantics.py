@@ -202,3 +202,26 @@ def test_minilm_trace_without_onednn_within_bounds_succeeds(
         trace = run_traced(e.model, e.inputs)
     bad = [c for c in check_trace(e.model, trace) if c.theoretical_violation]
     assert not bad, [(c.index, c.target, c.stats.max) for c in bad]
+
+
+def test_inf_inputs_to_a_dot_product_succeeds() -> None:
+    """``[inf, −3e38, −3e38]·[1, 1, 1]``: FP64 gives inf, an FP32 order that adds the two
+    finite terms first overflows to −inf and returns NaN. Both are honest; a finite claim is not,
+    and an infinite bound next to an infinite exp reference accepts nothing but the inf."""
+    x = torch.tensor([[INF, -3e38, -3e38]])
+    w = torch.ones(1, 3)
+    ref, bound = reference_and_bound("aten.linear.default", up((x, w)), {})
+    assert float(ref[0, 0]) == INF
+    for honest in (INF, math.nan):
+        assert float(normalized_error(torch.tensor([[honest]]), ref, bound).max()) == 0.0
+    assert float(normalized_error(torch.tensor([[0.0]]), ref, bound).max()) == INF
+    e = torch.tensor([1000.0])
+    ref, bound = reference_and_bound("aten.exp.default", up((e,)), {})
+    assert float(bound[0]) == 0.0
+    assert float(normalized_error(torch.tensor([5.0]), ref, bound)[0]) == INF
+    assert float(normalized_error(torch.tensor([INF]), ref, bound)[0]) == 0.0
+    # division by zero: the reference's inf must be matched, not waived
+    ref, bound = reference_and_bound(
+        "aten.div.Tensor", up((torch.tensor([1.0]), torch.zeros(1))), {}
+    )
+    assert float(normalized_error(torch.tensor([7.0]), ref, bound)[0]) == INF

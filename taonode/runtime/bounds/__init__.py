@@ -43,6 +43,18 @@ from taonode.runtime.bounds.core import (
 from taonode.runtime.bounds.exact import EXACT
 from taonode.runtime.graph import target_name
 
+WAIVERS = frozenset(
+    {t for t, fn in RULES.items() if fn.__module__ in (linalg.__name__, attention.__name__)}
+    - {"aten._softmax.default", "aten.softmax.int"}
+    | {
+        "aten.gelu.default",
+        *(f"aten.{op}.{o}" for op in ("add", "sub", "rsub") for o in ("Tensor", "Scalar")),
+    }
+)
+"""Rules whose ``B = ∞`` (:func:`core.unconstrained`) is a deliberate waiver that must survive
+a non-finite reference (inf inputs: an honest result is inf or NaN depending on the order).
+There ``normalized_error`` accepts any non-finite claim but no finite one."""
+
 __all__ = [
     "ATTN_BLOCK",
     "ERROR_SCALE",
@@ -52,6 +64,7 @@ __all__ = [
     "LIBM",
     "OVERFLOW",
     "RULES",
+    "WAIVERS",
     "Accuracy",
     "U",
     "gamma",
@@ -78,6 +91,12 @@ def reference_and_bound(
         bound = bound * ((1 + FP64_SLACK) * ERROR_SCALE.get(name, 1.0))
         if ref.is_floating_point():
             # A non-finite reference (overflow in FP64 itself, NaN/inf inputs) is matched
-            # exactly; a NaN bound (from NaN inputs) means the same.
-            bound = torch.where(torch.isfinite(ref) & ~torch.isnan(bound), bound, 0.0)
+            # exactly; a NaN bound (from NaN inputs) means the same. Only rules that waive
+            # elements on purpose (an honest intermediate may overflow: inf inputs to a dot
+            # product give inf or NaN depending on the order) keep B = ∞ there: elsewhere an
+            # infinite B next to an infinite reference (exp(1000)) would accept any claim.
+            keep = torch.isfinite(ref) & ~torch.isnan(bound)
+            if name in WAIVERS:
+                keep = keep | torch.isposinf(bound)
+            bound = torch.where(keep, bound, 0.0)
     return ref, bound
