@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from taonode import __version__
 from taonode.exitcodes import EXIT_USAGE
+from taonode.runtime.safejson import restore_recursion_limit
 
 COMMANDS: dict[str, str] = {
     "config": "validate and show node configurations",
@@ -83,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_selected_command(arguments))
     args = parser.parse_args(arguments)
+    # The command's imports are done: undo py_ecc's sys.setrecursionlimit(100000), under which
+    # deep recursion (a 100,000-deep JSON document) overflows the C stack instead of raising.
+    restore_recursion_limit()
     if args.command is not None:
         code: int = args.func(args)
         return code
@@ -90,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("the daemon needs --config FILE (or give a COMMAND)")
     from taonode.node import run_daemon
 
+    restore_recursion_limit()
     return run_daemon(
         config_path=args.config,
         roles=tuple(args.roles) if args.roles else None,

@@ -83,7 +83,7 @@ async def connect_chain(config: NodeConfig) -> ChainParts:
         raise StartupError("chain.deployment: a deployment file is required with a real RPC")
     try:
         deployment = Deployment.load(chain.deployment)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise StartupError(f"chain.deployment: {chain.deployment}: {exc}") from None
     signer = load_signer(config)
     w3 = http_web3(chain.rpc, timeout_s=10.0)

@@ -12,11 +12,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from taonode.runtime import safejson
 from taonode.runtime.merkle import frontier_digest
 
 MANIFEST_VERSION = 1
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_ENTRIES = 4096
+MANIFEST_LIMITS = safejson.JsonLimits(
+    max_bytes=MAX_MANIFEST_BYTES, max_depth=3, max_elements=4 * MAX_ENTRIES + 8
+)
+"""{"entries": [[name, digest], …], "v": 1}: three levels, three elements per entry."""
 
 
 class ManifestError(ValueError):
@@ -57,8 +62,9 @@ def decode_manifest(data: bytes, expected_digest: bytes | None = None) -> Fronti
     if len(data) > MAX_MANIFEST_BYTES:
         raise ManifestError("manifest too large")
     try:
-        body = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+        # Bounded: a peer's bytes nested 100,000 deep must not reach the recursive decoder.
+        body = safejson.loads(data, MANIFEST_LIMITS)
+    except safejson.JsonLimitError:
         raise ManifestError("manifest is not JSON") from None
     if not isinstance(body, dict) or body.get("v") != MANIFEST_VERSION:
         raise ManifestError("unknown manifest version")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +21,22 @@ from aiohttp import web
 from torch import fx
 
 from taonode.api.app import Route, json_error
+from taonode.api.body import (
+    JSON_BODY_LIMIT,
+    SAFETENSORS_BODY_LIMIT,
+    BodyError,
+    DecodeGate,
+    check_charset,
+    decode_json,
+    dumps,
+    json_body,
+    read_body,
+)
 from taonode.api.tensors import (
+    DTYPES,
+    MAX_DIMS,
+    MAX_JSON_ELEMENTS,
+    MAX_TENSORS,
     TensorCodecError,
     tensor_to_json,
     tensors_from_json,
@@ -73,6 +89,7 @@ class ProverService:
         self._computed: dict[bytes, bytes] = {}
         """Jobs answered whose record the commit task has not written yet (job → model id)."""
         self._withheld: set[bytes] = set()
+        self._gate = DecodeGate()
 
     # -- component ---------------------------------------------------------------------------
 
@@ -223,27 +240,21 @@ class ProverService:
                     200: "outputs and job id",
                     400: "malformed request",
                     404: "unknown model",
+                    408: "request body too slow",
                     413: "request too large",
-                    503: "compute queue full",
+                    415: "unsupported media type or charset",
+                    503: "compute queue full or busy decoding (see Retry-After)",
                 },
-                request_schema={
-                    "type": "object",
-                    "required": ["model_id", "inputs"],
-                    "properties": {
-                        "model_id": {"type": "string", "description": "0x-prefixed bytes32"},
-                        "inputs": {
-                            "type": "object",
-                            "additionalProperties": {
-                                "type": "object",
-                                "properties": {
-                                    "dtype": {"type": "string"},
-                                    "shape": {"type": "array", "items": {"type": "integer"}},
-                                    "data": {"type": "array"},
-                                },
-                            },
-                        },
-                    },
+                response_schema=INFER_RESPONSE_SCHEMA,
+                request_schema=INFER_REQUEST_SCHEMA,
+                request_content={
+                    "application/octet-stream": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "safetensors; the model id goes in the model_id query",
+                    }
                 },
+                parameters={"query:model_id": ID_SCHEMA},
                 tag="prover",
             ),
             Route(
@@ -252,30 +263,33 @@ class ProverService:
                 self._handle_job,
                 "A job's status, digests and commitment transaction",
                 {200: "job", 400: "malformed job id", 404: "unknown job"},
+                parameters={"job_id": ID_SCHEMA},
                 tag="prover",
             ),
         ]
 
     async def _handle_infer(self, request: web.Request) -> web.Response:
-        try:
-            if request.content_type == "application/octet-stream":
-                model_hex = request.query.get("model_id", "")
-                # Decoding (up to the element cap) is CPU work: off the event loop.
-                inputs = await asyncio.to_thread(tensors_from_safetensors, await request.read())
-            else:
-                try:
-                    body = await request.json()
-                except ValueError:
-                    return json_error(400, "body is not JSON")
-                if not isinstance(body, dict):
-                    return json_error(400, "body must be an object")
-                model_hex = str(body.get("model_id", ""))
-                inputs = await asyncio.to_thread(tensors_from_json, body.get("inputs"))
-            model_id = _bytes32(model_hex)
-        except TensorCodecError as exc:
-            return json_error(400, "bad tensors", str(exc))
-        except ValueError as exc:
-            return json_error(400, str(exc))
+        ctype = request.content_type
+        if ctype not in ("application/json", "application/octet-stream"):
+            raise BodyError(
+                415, "unsupported media type", "send application/json or application/octet-stream"
+            )
+        # Body read and decode hold a gate slot; queued requests have not read their bodies.
+        async with self._gate.slot():
+            try:
+                if ctype == "application/octet-stream":
+                    model_hex = request.query.get("model_id", "")
+                    raw = await read_body(request, SAFETENSORS_BODY_LIMIT)
+                    inputs = await self._gate.run(tensors_from_safetensors, raw)
+                else:
+                    check_charset(request)
+                    raw = await read_body(request, JSON_BODY_LIMIT)
+                    model_hex, inputs = await self._gate.run(_decode_infer_json, raw)
+                model_id = _bytes32(model_hex)
+            except TensorCodecError as exc:
+                return json_error(400, "bad tensors", str(exc))
+            except ValueError as exc:
+                return json_error(400, str(exc))
         try:
             result = await self.infer(model_id, inputs)
         except KeyError:
@@ -284,18 +298,9 @@ class ProverService:
             return json_error(400, "inputs do not fit the model", str(exc))
         except QueueFull:
             return json_error(503, "compute queue full")
-        outputs = await asyncio.to_thread(
-            lambda: {k: tensor_to_json(v) for k, v in result.outputs.items()}
-        )
-        return web.json_response(
-            {
-                "job_id": "0x" + result.job_id.hex(),
-                "model_id": "0x" + result.model_id.hex(),
-                "outputs": outputs,
-                "seconds": result.seconds,
-                "status": "committing",
-            }
-        )
+        # Encoding large outputs is CPU work too: off the loop.
+        payload = await asyncio.to_thread(_encode_result, result)
+        return web.Response(body=payload, content_type="application/json")
 
     async def _handle_job(self, request: web.Request) -> web.Response:
         try:
@@ -318,7 +323,7 @@ class ProverService:
             if key in job.data:
                 value = job.data[key]
                 body[key] = "0x" + value if isinstance(value, str) and key != "commit_tx" else value
-        return web.json_response(body)
+        return json_body(body)
 
 
 def check_token_ids(model: Model, inputs: Mapping[str, torch.Tensor]) -> None:
@@ -345,15 +350,110 @@ def check_token_ids(model: Model, inputs: Mapping[str, torch.Tensor]) -> None:
             )
 
 
+ID_PATTERN = "^0x[0-9a-fA-F]{64}$"
+ID_SCHEMA: dict[str, Any] = {"type": "string", "pattern": ID_PATTERN}
+_ID = re.compile(ID_PATTERN)
+
+
 def _bytes32(text: str) -> bytes:
-    raw = text[2:] if text.startswith("0x") else text
-    try:
-        value = bytes.fromhex(raw)
-    except ValueError:
-        raise ValueError("id must be 32 bytes of hex") from None
-    if len(value) != 32:
+    # The same pattern the OpenAPI schema states (``bytes.fromhex`` alone would also take
+    # spaces and a missing prefix).
+    if not _ID.fullmatch(text):
         raise ValueError("id must be 32 bytes of hex")
-    return value
+    return bytes.fromhex(text[2:])
+
+
+_DTYPE_NAMES = sorted(DTYPES)
+_NUMBER_OR_NONFINITE = {
+    "oneOf": [{"type": "number"}, {"enum": ["NaN", "Infinity", "-Infinity"]}],
+}
+TENSOR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["shape", "data"],
+    "additionalProperties": False,
+    "properties": {
+        "dtype": {"type": "string", "enum": _DTYPE_NAMES, "default": "float32"},
+        "shape": {
+            "type": "array",
+            "maxItems": MAX_DIMS,
+            "items": {"type": "integer", "minimum": 0, "maximum": MAX_JSON_ELEMENTS},
+        },
+        "data": {
+            "description": "nested lists matching shape (a bare number for shape []); "
+            "finite numbers within the dtype's range",
+        },
+    },
+}
+INFER_REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["model_id", "inputs"],
+    "additionalProperties": False,
+    "properties": {
+        "model_id": ID_SCHEMA,
+        "inputs": {
+            "type": "object",
+            "minProperties": 1,
+            "maxProperties": MAX_TENSORS,
+            "additionalProperties": TENSOR_SCHEMA,
+        },
+    },
+}
+INFER_RESPONSE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["job_id", "model_id", "outputs", "seconds", "status"],
+    "properties": {
+        "job_id": ID_SCHEMA,
+        "model_id": ID_SCHEMA,
+        "outputs": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["dtype", "shape", "data"],
+                "properties": {
+                    "dtype": {"type": "string", "enum": _DTYPE_NAMES},
+                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                    "data": {
+                        "description": "nested lists; non-finite values are the strings "
+                        '"NaN", "Infinity", "-Infinity"',
+                        "anyOf": [
+                            {"type": "array"},
+                            *_NUMBER_OR_NONFINITE["oneOf"],
+                            {"type": "boolean"},
+                        ],
+                    },
+                },
+            },
+        },
+        "seconds": {"type": "number", "minimum": 0},
+        "status": {"type": "string"},
+    },
+}
+
+
+def _decode_infer_json(raw: bytes) -> tuple[str, dict[str, torch.Tensor]]:
+    """Body → (model id text, tensors); runs on a worker thread."""
+    body = decode_json(raw)
+    if not isinstance(body, dict):
+        raise BodyError(400, "body must be an object")
+    unknown = set(body) - {"model_id", "inputs"}
+    if unknown:
+        raise BodyError(400, "unknown fields", ", ".join(sorted(unknown)))
+    model_hex = body.get("model_id", "")
+    if not isinstance(model_hex, str):
+        raise ValueError("id must be 32 bytes of hex")
+    return model_hex, tensors_from_json(body.get("inputs"))
+
+
+def _encode_result(result: InferResult) -> bytes:
+    return dumps(
+        {
+            "job_id": "0x" + result.job_id.hex(),
+            "model_id": "0x" + result.model_id.hex(),
+            "outputs": {k: tensor_to_json(v) for k, v in result.outputs.items()},
+            "seconds": result.seconds,
+            "status": "committing",
+        }
+    )
 
 
 def _with(job: Job, **changes: Any) -> Job:
