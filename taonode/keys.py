@@ -22,6 +22,7 @@ from typing import Any
 from eth_account import Account
 from eth_utils.address import to_checksum_address
 
+from taonode.config import password_file_problem
 from taonode.runtime import safejson
 from taonode.signer import LocalSigner
 
@@ -62,6 +63,7 @@ class PasswordSource:
         ask: Callable[[str], str] = getpass.getpass,
     ) -> str:
         if self.file is not None:
+            check_password_file(self.file)
             try:
                 text = self.file.read_text(encoding="utf-8")
             except OSError as exc:
@@ -144,6 +146,12 @@ def parse_private_key(text: str) -> bytes:
     if len(key) != 32:
         raise KeystoreError("a private key is 32 bytes (64 hex characters)")
     return key
+
+
+def check_password_file(path: Path) -> None:
+    problem = password_file_problem(path)
+    if problem is not None:
+        raise KeystoreError(f"password file: {problem}")
 
 
 def check_permissions(path: Path) -> None:

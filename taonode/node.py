@@ -161,9 +161,7 @@ def run_daemon(
     try:
         config = load_config(config_path)
     except ConfigError as exc:
-        print("taonode: invalid configuration:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        print(exc.report("taonode: "), file=sys.stderr)
         return EXIT_USAGE
     if roles:
         chosen: tuple[Role, ...] = tuple(r for r in ("prover", "challenger", "voter") if r in roles)

@@ -209,7 +209,9 @@ def profile_from_json(doc: Any) -> Profile:
 
 
 def save_profile(profile: Profile, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(profile.to_json(), indent=1, sort_keys=True) + "\n")
+    check_profile_values(profile)  # never write a profile that load_profile would refuse
+    doc = json.dumps(profile.to_json(), indent=1, sort_keys=True, allow_nan=False)
+    Path(path).write_text(doc + "\n")
 
 
 PROFILE_JSON_LIMITS = safejson.JsonLimits(max_bytes=64 << 20, max_depth=8, max_elements=8 << 20)

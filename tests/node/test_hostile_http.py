@@ -120,7 +120,15 @@ MODEL = "0x" + "11" * 32
             "unknown fields",
         ),
         ("NaN literal", b'{"model_id": "x", "inputs": [NaN]}', "application/json", 400, None),
-        ("1e400", b'{"model_id": "x", "inputs": [1e400]}', "application/json", 400, None),
+        (
+            "1e400 overflows a double",
+            b'{"model_id": "0x'
+            + b"1" * 64
+            + b'", "inputs": {"x": {"shape": [1], "data": [1e400]}}}',
+            "application/json",
+            400,
+            "bad tensors",
+        ),
         ("not UTF-8", b'{"model_id": "\xff"}', "application/json", 400, "body is not JSON"),
         ("unknown charset", {}, "application/json; charset=nonexistent", 415, None),
         ("latin-1 charset", {}, "application/json; charset=latin-1", 415, None),

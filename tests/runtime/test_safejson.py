@@ -63,7 +63,7 @@ def test_limits_and_strictness_reverts() -> None:
         loads(b" " * (LIMITS.max_bytes + 1), LIMITS)
     with pytest.raises(JsonLimitError, match="more than 100000 elements"):
         loads("[" + ",".join(["0"] * 100_001) + "]", LIMITS)
-    for bad in ("NaN", "[Infinity]", "[-Infinity]", "[1e400]", "[1,", "\xff"):
+    for bad in ("NaN", "[Infinity]", "[-Infinity]", "[1,", "\xff", "[" + "9" * 5000 + "]"):
         with pytest.raises(JsonLimitError):
             loads(bad.encode("latin-1"), LIMITS)
     assert loads(b'{"a": [1, 2.5, "x"]}', LIMITS) == {"a": [1, 2.5, "x"]}
