@@ -58,6 +58,46 @@ from taonode.store.state import Job, StateStore
 log = structlog.get_logger("taonode.prover")
 
 
+COMMIT_RETRY_AFTER_S = 30.0
+"""How long a prover whose last commitment failed refuses jobs before it tries again."""
+
+
+@dataclass
+class CommitHealth:
+    """Whether the prover's commitments are landing (issue 12 item 8).
+
+    Why: after a restart on a fresh embedded chain the sender used a journaled nonce the chain
+    had never seen, every ``commitResult`` timed out, and the node stayed ready and kept
+    answering 200 — results nobody could ever challenge or pay for. A failed commitment makes
+    the prover *not ready* and makes ``/v1/infer`` answer 503 + ``Retry-After``. After
+    ``retry_after_s`` it accepts jobs again (half-open): the next commitment's outcome decides,
+    so a node that recovers (RPC back, funds topped up) returns to service by itself.
+    """
+
+    retry_after_s: float = COMMIT_RETRY_AFTER_S
+    consecutive_failures: int = 0
+    last_error: str | None = None
+    last_failure_at: float | None = None
+
+    def succeeded(self) -> None:
+        self.consecutive_failures = 0
+        self.last_error = None
+        self.last_failure_at = None
+
+    def failed(self, error: str, now: float) -> None:
+        self.consecutive_failures += 1
+        self.last_error = error
+        self.last_failure_at = now
+
+    def failing(self, now: float) -> bool:
+        return self.last_failure_at is not None and now - self.last_failure_at < self.retry_after_s
+
+    def reason(self, now: float) -> str | None:
+        if not self.failing(now):
+            return None
+        return f"commitments failing: {self.consecutive_failures} in a row, last: {self.last_error}"
+
+
 @dataclass(frozen=True)
 class InferResult:
     job_id: bytes
@@ -90,6 +130,10 @@ class ProverService:
         """Jobs answered whose record the commit task has not written yet (job → model id)."""
         self._withheld: set[bytes] = set()
         self._gate = DecodeGate()
+        self.commit_health = CommitHealth()
+        self.ctx.metrics.commitments_failing.set_function(
+            lambda: float(self.commit_health.failing(time.monotonic()))
+        )
 
     # -- component ---------------------------------------------------------------------------
 
@@ -110,7 +154,12 @@ class ProverService:
             await asyncio.gather(*self._background, return_exceptions=True)
 
     def ready(self) -> bool:
-        return self._running
+        return self._running and not self.commit_health.failing(time.monotonic())
+
+    def not_ready_reason(self) -> str | None:
+        if not self._running:
+            return "stopped"
+        return self.commit_health.reason(time.monotonic())
 
     # -- inference ---------------------------------------------------------------------------
 
@@ -193,9 +242,12 @@ class ProverService:
             await self.store.run(
                 self.store.put_job, Job(hexid, model.model_id.hex(), "committed", data)
             )
+            self.commit_health.succeeded()
             log.info("result committed", job=hexid, ops=commitment.num_ops, tx=data["commit_tx"])
         except Exception as exc:
-            log.error("commit failed", job=hexid, error=repr(exc))
+            error = repr(exc) if str(exc) else type(exc).__name__
+            self.commit_health.failed(error, time.monotonic())
+            log.error("commit failed", job=hexid, error=error)
             self._computed.pop(job_id, None)
             self.ctx.metrics.jobs.labels(role="prover", outcome="commit_failed").inc()
             await self.store.run(
@@ -269,6 +321,15 @@ class ProverService:
         ]
 
     async def _handle_infer(self, request: web.Request) -> web.Response:
+        # Checked before the body is read: a prover whose commitments fail takes no jobs.
+        reason = self.commit_health.reason(time.monotonic())
+        if reason is not None:
+            return json_error(
+                503,
+                "not accepting jobs",
+                reason,
+                headers={"Retry-After": str(int(self.commit_health.retry_after_s))},
+            )
         ctype = request.content_type
         if ctype not in ("application/json", "application/octet-stream"):
             raise BodyError(
