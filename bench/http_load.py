@@ -137,7 +137,7 @@ def main() -> None:
     for r in rows:
         rss = f"{r['rss_before_mb']}/{r['rss_peak_mb']}/{r['rss_after_mb']}"
         print(
-            f"{r['kind']:<12}{r['bodies']}×{r['mb']:<6g}{str(r['statuses']):>22}"
+            f"{r['kind']:<12}{r['bodies']}×{r['mb']:<6g}{r['statuses']!s:>22}"
             f"{r['healthz_worst_s']:>17}"
             f"{rss:>28}{r['wall_s']:>8}"
         )
