@@ -24,6 +24,7 @@ from taonode.logs import LogFormat, configure_logging, get_logger
 from taonode.metrics import LoopLagMonitor, NodeMetrics
 from taonode.roles.assemble import RoleNode, RoleNodeSpec, build_role_node
 from taonode.roles.cheats import CHEATS, Cheat
+from taonode.runtime.safejson import restore_recursion_limit
 from taonode.service import Component, ReadinessProbe, StartupError, supervise
 from taonode.wiring import ChainParts, connect_chain, load_served, models_dir
 
@@ -118,6 +119,8 @@ class Node:
         budget = self.config.node.shutdown_stage_timeout_s
         try:
             await self.assemble()
+            # Every adapter is imported and built now; see taonode.runtime.safejson.
+            restore_recursion_limit()
             result = await supervise(
                 self.components, stop, start_timeout_s=60.0, stop_timeout_s=budget
             )
@@ -158,9 +161,7 @@ def run_daemon(
     try:
         config = load_config(config_path)
     except ConfigError as exc:
-        print("taonode: invalid configuration:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        print(exc.report("taonode: "), file=sys.stderr)
         return EXIT_USAGE
     if roles:
         chosen: tuple[Role, ...] = tuple(r for r in ("prover", "challenger", "voter") if r in roles)

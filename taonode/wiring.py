@@ -19,6 +19,7 @@ from taonode.chain.embedded import EmbeddedChain
 from taonode.chain.localchain import BlockClock, dev_key
 from taonode.chain.rpc import http_web3
 from taonode.chain.tx import DirectTransactor, TxRequest
+from taonode.chainbinding import ChainIdentity, bind_fresh_embedded_chain, bind_rpc_chain
 from taonode.config import NodeConfig
 from taonode.keys import KeystoreError, PasswordSource, load_node_signer
 from taonode.logs import get_logger
@@ -83,7 +84,7 @@ async def connect_chain(config: NodeConfig) -> ChainParts:
         raise StartupError("chain.deployment: a deployment file is required with a real RPC")
     try:
         deployment = Deployment.load(chain.deployment)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise StartupError(f"chain.deployment: {chain.deployment}: {exc}") from None
     signer = load_signer(config)
     w3 = http_web3(chain.rpc, timeout_s=10.0)
@@ -96,11 +97,23 @@ async def connect_chain(config: NodeConfig) -> ChainParts:
             f"chain.chain_id: the RPC reports {chain_id}, the config says {chain.chain_id}, "
             f"the deployment was made on {deployment.chain_id}"
         )
+    bind_rpc_chain(config.node.data_dir, await _identity(w3, chain_id))
     return ChainParts(w3, signer, deployment)
+
+
+async def _identity(w3: AsyncWeb3[Any], chain_id: int) -> ChainIdentity:
+    try:
+        genesis = await w3.eth.get_block(0)
+    except Exception as exc:
+        raise StartupError(f"chain.rpc: cannot read the genesis block: {exc}") from None
+    return ChainIdentity(chain_id, "0x" + bytes(genesis["hash"]).hex())
 
 
 async def _embedded(config: NodeConfig) -> ChainParts:
     chain = EmbeddedChain(num_keys=4)
+    # A new chain on every start: the previous run's journal and cursor must not be resumed.
+    identity = await _identity(chain.w3, int(await chain.w3.eth.chain_id))
+    bind_fresh_embedded_chain(config.node.data_dir, identity)
     deployer = LocalSigner(chain.keys[0])
     transactor = DirectTransactor(chain.w3, deployer)
     deployment = await deploy(chain.w3, transactor, DeployParams())

@@ -25,8 +25,10 @@ from web3 import AsyncWeb3
 from taonode.chain.artifacts import load_artifact
 from taonode.chain.bindings import ModelRegistry, StakeRegistry, TaoCoordinator
 from taonode.chain.tx import Transactor, TxRequest
+from taonode.runtime import safejson
 
 DEPLOYMENT_VERSION = 1
+DEPLOY_JSON_LIMITS = safejson.JsonLimits(max_bytes=1 << 20, max_depth=8, max_elements=10_000)
 ETHER = 10**18
 
 
@@ -60,7 +62,7 @@ class DeployParams:
 
     @classmethod
     def load(cls, path: Path) -> DeployParams:
-        return cls.from_dict(json.loads(path.read_text()))
+        return cls.from_dict(safejson.load_file(path, DEPLOY_JSON_LIMITS))
 
     def validate(self) -> None:
         if not 2 <= self.k <= 255:
@@ -125,7 +127,7 @@ class Deployment:
 
     @classmethod
     def load(cls, path: Path) -> Deployment:
-        return cls.from_json(json.loads(path.read_text()))
+        return cls.from_json(safejson.load_file(path, DEPLOY_JSON_LIMITS))
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from taonode.commands.argtypes import device, finite_float, int_at_least, k_factor, out_path
 from taonode.exitcodes import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 from taonode.runtime.execute import generate_inputs
 from taonode.runtime.graph import ModelError, load
@@ -21,7 +22,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--model", required=True, help="the .pt2 file")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--inputs", help="a directory of input .safetensors files")
-    src.add_argument("--generate", type=int, metavar="N", help="generate N random inputs")
+    src.add_argument(
+        "--generate", type=int_at_least(1), metavar="N", help="generate N random inputs"
+    )
     parser.add_argument(
         "--variants",
         nargs="+",
@@ -30,12 +33,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="execution variants (default: all)",
     )
     parser.add_argument(
-        "--k", type=int, nargs="+", default=[2, 4], help="game branching factors (default 2 4)"
+        "--k", type=k_factor, nargs="+", default=[2, 4], help="game branching factors (default 2 4)"
     )
-    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="safety margin")
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
-    parser.add_argument("--seed", type=int, default=0, help="--generate: first seed")
-    parser.add_argument("--out", required=True, help="profile JSON to write")
+    parser.add_argument(
+        "--margin", type=finite_float(1.0), default=DEFAULT_MARGIN, help="safety margin (≥ 1)"
+    )
+    parser.add_argument("--device", type=device, default="cpu", help="cpu (default) or cuda[:N]")
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="--generate: first seed")
+    parser.add_argument("--out", type=out_path, required=True, help="profile JSON to write")
     parser.set_defaults(func=run)
 
 

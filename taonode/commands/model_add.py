@@ -37,7 +37,7 @@ def run_add(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         stored = add_model(models_dir(config), args.model, args.profile)
     except ConfigError as exc:
-        print("invalid configuration:\n  " + "\n  ".join(exc.problems), file=sys.stderr)
+        print(exc.report("taonode model add: "), file=sys.stderr)
         return EXIT_USAGE
     except ModelStoreError as exc:
         print(f"taonode model add: {exc}", file=sys.stderr)

@@ -58,6 +58,11 @@ class RoleMetrics:
             ["pool"],
             registry=registry,
         )
+        self.commitments_failing = Gauge(
+            "taonode_prover_commitments_failing",
+            "1 while the prover's recent commitments fail (it refuses new jobs and is not ready)",
+            registry=registry,
+        )
         self.actions = Counter(
             "taonode_actions",
             "Protocol actions executed, by kind and result",

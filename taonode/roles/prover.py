@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +21,22 @@ from aiohttp import web
 from torch import fx
 
 from taonode.api.app import Route, json_error
+from taonode.api.body import (
+    JSON_BODY_LIMIT,
+    SAFETENSORS_BODY_LIMIT,
+    BodyError,
+    DecodeGate,
+    check_charset,
+    decode_json,
+    dumps,
+    json_body,
+    read_body,
+)
 from taonode.api.tensors import (
+    DTYPES,
+    MAX_DIMS,
+    MAX_JSON_ELEMENTS,
+    MAX_TENSORS,
     TensorCodecError,
     tensor_to_json,
     tensors_from_json,
@@ -40,6 +56,46 @@ from taonode.runtime.merkle import merkle_proof
 from taonode.store.state import Job, StateStore
 
 log = structlog.get_logger("taonode.prover")
+
+
+COMMIT_RETRY_AFTER_S = 30.0
+"""How long a prover whose last commitment failed refuses jobs before it tries again."""
+
+
+@dataclass
+class CommitHealth:
+    """Whether the prover's commitments are landing (issue 12 item 8).
+
+    Why: after a restart on a fresh embedded chain the sender used a journaled nonce the chain
+    had never seen, every ``commitResult`` timed out, and the node stayed ready and kept
+    answering 200 — results nobody could ever challenge or pay for. A failed commitment makes
+    the prover *not ready* and makes ``/v1/infer`` answer 503 + ``Retry-After``. After
+    ``retry_after_s`` it accepts jobs again (half-open): the next commitment's outcome decides,
+    so a node that recovers (RPC back, funds topped up) returns to service by itself.
+    """
+
+    retry_after_s: float = COMMIT_RETRY_AFTER_S
+    consecutive_failures: int = 0
+    last_error: str | None = None
+    last_failure_at: float | None = None
+
+    def succeeded(self) -> None:
+        self.consecutive_failures = 0
+        self.last_error = None
+        self.last_failure_at = None
+
+    def failed(self, error: str, now: float) -> None:
+        self.consecutive_failures += 1
+        self.last_error = error
+        self.last_failure_at = now
+
+    def failing(self, now: float) -> bool:
+        return self.last_failure_at is not None and now - self.last_failure_at < self.retry_after_s
+
+    def reason(self, now: float) -> str | None:
+        if not self.failing(now):
+            return None
+        return f"commitments failing: {self.consecutive_failures} in a row, last: {self.last_error}"
 
 
 @dataclass(frozen=True)
@@ -73,6 +129,11 @@ class ProverService:
         self._computed: dict[bytes, bytes] = {}
         """Jobs answered whose record the commit task has not written yet (job → model id)."""
         self._withheld: set[bytes] = set()
+        self._gate = DecodeGate()
+        self.commit_health = CommitHealth()
+        self.ctx.metrics.commitments_failing.set_function(
+            lambda: float(self.commit_health.failing(time.monotonic()))
+        )
 
     # -- component ---------------------------------------------------------------------------
 
@@ -93,7 +154,12 @@ class ProverService:
             await asyncio.gather(*self._background, return_exceptions=True)
 
     def ready(self) -> bool:
-        return self._running
+        return self._running and not self.commit_health.failing(time.monotonic())
+
+    def not_ready_reason(self) -> str | None:
+        if not self._running:
+            return "stopped"
+        return self.commit_health.reason(time.monotonic())
 
     # -- inference ---------------------------------------------------------------------------
 
@@ -175,9 +241,12 @@ class ProverService:
             await self.store.run(
                 self.store.put_job, Job(hexid, model.model_id.hex(), "committed", data)
             )
+            self.commit_health.succeeded()
             log.info("result committed", job=hexid, ops=commitment.num_ops, tx=data["commit_tx"])
         except Exception as exc:
-            log.error("commit failed", job=hexid, error=repr(exc))
+            error = repr(exc) if str(exc) else type(exc).__name__
+            self.commit_health.failed(error, time.monotonic())
+            log.error("commit failed", job=hexid, error=error)
             self._computed.pop(job_id, None)
             self.ctx.metrics.jobs.labels(role="prover", outcome="commit_failed").inc()
             await self.store.run(
@@ -222,27 +291,21 @@ class ProverService:
                     200: "outputs and job id",
                     400: "malformed request",
                     404: "unknown model",
+                    408: "request body too slow",
                     413: "request too large",
-                    503: "compute queue full",
+                    415: "unsupported media type or charset",
+                    503: "compute queue full or busy decoding (see Retry-After)",
                 },
-                request_schema={
-                    "type": "object",
-                    "required": ["model_id", "inputs"],
-                    "properties": {
-                        "model_id": {"type": "string", "description": "0x-prefixed bytes32"},
-                        "inputs": {
-                            "type": "object",
-                            "additionalProperties": {
-                                "type": "object",
-                                "properties": {
-                                    "dtype": {"type": "string"},
-                                    "shape": {"type": "array", "items": {"type": "integer"}},
-                                    "data": {"type": "array"},
-                                },
-                            },
-                        },
-                    },
+                response_schema=INFER_RESPONSE_SCHEMA,
+                request_schema=INFER_REQUEST_SCHEMA,
+                request_content={
+                    "application/octet-stream": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "safetensors; the model id goes in the model_id query",
+                    }
                 },
+                parameters={"query:model_id": ID_SCHEMA},
                 tag="prover",
             ),
             Route(
@@ -251,30 +314,42 @@ class ProverService:
                 self._handle_job,
                 "A job's status, digests and commitment transaction",
                 {200: "job", 400: "malformed job id", 404: "unknown job"},
+                parameters={"job_id": ID_SCHEMA},
                 tag="prover",
             ),
         ]
 
     async def _handle_infer(self, request: web.Request) -> web.Response:
-        try:
-            if request.content_type == "application/octet-stream":
-                model_hex = request.query.get("model_id", "")
-                # Decoding (up to the element cap) is CPU work: off the event loop.
-                inputs = await asyncio.to_thread(tensors_from_safetensors, await request.read())
-            else:
-                try:
-                    body = await request.json()
-                except ValueError:
-                    return json_error(400, "body is not JSON")
-                if not isinstance(body, dict):
-                    return json_error(400, "body must be an object")
-                model_hex = str(body.get("model_id", ""))
-                inputs = await asyncio.to_thread(tensors_from_json, body.get("inputs"))
-            model_id = _bytes32(model_hex)
-        except TensorCodecError as exc:
-            return json_error(400, "bad tensors", str(exc))
-        except ValueError as exc:
-            return json_error(400, str(exc))
+        # Checked before the body is read: a prover whose commitments fail takes no jobs.
+        reason = self.commit_health.reason(time.monotonic())
+        if reason is not None:
+            return json_error(
+                503,
+                "not accepting jobs",
+                reason,
+                headers={"Retry-After": str(int(self.commit_health.retry_after_s))},
+            )
+        ctype = request.content_type
+        if ctype not in ("application/json", "application/octet-stream"):
+            raise BodyError(
+                415, "unsupported media type", "send application/json or application/octet-stream"
+            )
+        # Body read and decode hold a gate slot; queued requests have not read their bodies.
+        async with self._gate.slot():
+            try:
+                if ctype == "application/octet-stream":
+                    model_hex = request.query.get("model_id", "")
+                    raw = await read_body(request, SAFETENSORS_BODY_LIMIT)
+                    inputs = await self._gate.run(tensors_from_safetensors, raw)
+                else:
+                    check_charset(request)
+                    raw = await read_body(request, JSON_BODY_LIMIT)
+                    model_hex, inputs = await self._gate.run(_decode_infer_json, raw)
+                model_id = _bytes32(model_hex)
+            except TensorCodecError as exc:
+                return json_error(400, "bad tensors", str(exc))
+            except ValueError as exc:
+                return json_error(400, str(exc))
         try:
             result = await self.infer(model_id, inputs)
         except KeyError:
@@ -283,18 +358,9 @@ class ProverService:
             return json_error(400, "inputs do not fit the model", str(exc))
         except QueueFull:
             return json_error(503, "compute queue full")
-        outputs = await asyncio.to_thread(
-            lambda: {k: tensor_to_json(v) for k, v in result.outputs.items()}
-        )
-        return web.json_response(
-            {
-                "job_id": "0x" + result.job_id.hex(),
-                "model_id": "0x" + result.model_id.hex(),
-                "outputs": outputs,
-                "seconds": result.seconds,
-                "status": "committing",
-            }
-        )
+        # Encoding large outputs is CPU work too: off the loop.
+        payload = await asyncio.to_thread(_encode_result, result)
+        return web.Response(body=payload, content_type="application/json")
 
     async def _handle_job(self, request: web.Request) -> web.Response:
         try:
@@ -317,7 +383,7 @@ class ProverService:
             if key in job.data:
                 value = job.data[key]
                 body[key] = "0x" + value if isinstance(value, str) and key != "commit_tx" else value
-        return web.json_response(body)
+        return json_body(body)
 
 
 def check_token_ids(model: Model, inputs: Mapping[str, torch.Tensor]) -> None:
@@ -344,15 +410,110 @@ def check_token_ids(model: Model, inputs: Mapping[str, torch.Tensor]) -> None:
             )
 
 
+ID_PATTERN = "^0x[0-9a-fA-F]{64}$"
+ID_SCHEMA: dict[str, Any] = {"type": "string", "pattern": ID_PATTERN}
+_ID = re.compile(ID_PATTERN)
+
+
 def _bytes32(text: str) -> bytes:
-    raw = text[2:] if text.startswith("0x") else text
-    try:
-        value = bytes.fromhex(raw)
-    except ValueError:
-        raise ValueError("id must be 32 bytes of hex") from None
-    if len(value) != 32:
+    # The same pattern the OpenAPI schema states (``bytes.fromhex`` alone would also take
+    # spaces and a missing prefix).
+    if not _ID.fullmatch(text):
         raise ValueError("id must be 32 bytes of hex")
-    return value
+    return bytes.fromhex(text[2:])
+
+
+_DTYPE_NAMES = sorted(DTYPES)
+_NUMBER_OR_NONFINITE = {
+    "oneOf": [{"type": "number"}, {"enum": ["NaN", "Infinity", "-Infinity"]}],
+}
+TENSOR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["shape", "data"],
+    "additionalProperties": False,
+    "properties": {
+        "dtype": {"type": "string", "enum": _DTYPE_NAMES, "default": "float32"},
+        "shape": {
+            "type": "array",
+            "maxItems": MAX_DIMS,
+            "items": {"type": "integer", "minimum": 0, "maximum": MAX_JSON_ELEMENTS},
+        },
+        "data": {
+            "description": "nested lists matching shape (a bare number for shape []); "
+            "finite numbers within the dtype's range",
+        },
+    },
+}
+INFER_REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["model_id", "inputs"],
+    "additionalProperties": False,
+    "properties": {
+        "model_id": ID_SCHEMA,
+        "inputs": {
+            "type": "object",
+            "minProperties": 1,
+            "maxProperties": MAX_TENSORS,
+            "additionalProperties": TENSOR_SCHEMA,
+        },
+    },
+}
+INFER_RESPONSE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["job_id", "model_id", "outputs", "seconds", "status"],
+    "properties": {
+        "job_id": ID_SCHEMA,
+        "model_id": ID_SCHEMA,
+        "outputs": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["dtype", "shape", "data"],
+                "properties": {
+                    "dtype": {"type": "string", "enum": _DTYPE_NAMES},
+                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                    "data": {
+                        "description": "nested lists; non-finite values are the strings "
+                        '"NaN", "Infinity", "-Infinity"',
+                        "anyOf": [
+                            {"type": "array"},
+                            *_NUMBER_OR_NONFINITE["oneOf"],
+                            {"type": "boolean"},
+                        ],
+                    },
+                },
+            },
+        },
+        "seconds": {"type": "number", "minimum": 0},
+        "status": {"type": "string"},
+    },
+}
+
+
+def _decode_infer_json(raw: bytes) -> tuple[str, dict[str, torch.Tensor]]:
+    """Body → (model id text, tensors); runs on a worker thread."""
+    body = decode_json(raw)
+    if not isinstance(body, dict):
+        raise BodyError(400, "body must be an object")
+    unknown = set(body) - {"model_id", "inputs"}
+    if unknown:
+        raise BodyError(400, "unknown fields", ", ".join(sorted(unknown)))
+    model_hex = body.get("model_id", "")
+    if not isinstance(model_hex, str):
+        raise ValueError("id must be 32 bytes of hex")
+    return model_hex, tensors_from_json(body.get("inputs"))
+
+
+def _encode_result(result: InferResult) -> bytes:
+    return dumps(
+        {
+            "job_id": "0x" + result.job_id.hex(),
+            "model_id": "0x" + result.model_id.hex(),
+            "outputs": {k: tensor_to_json(v) for k, v in result.outputs.items()},
+            "seconds": result.seconds,
+            "status": "committing",
+        }
+    )
 
 
 def _with(job: Job, **changes: Any) -> Job:
