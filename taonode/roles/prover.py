@@ -46,6 +46,7 @@ from taonode.roles.compute import QueueFull
 from taonode.roles.context import RoleContext, ServedModel
 from taonode.roles.driver import Settled
 from taonode.roles.jobdata import LocalBlobs, store_trace
+from taonode.roles.profilecheck import ActiveProfiles, ChainUnavailable, ProfileChanged
 from taonode.runtime.commit import commit
 from taonode.runtime.execute import Trace, check_inputs, run_traced
 from taonode.runtime.graph import Model, ModelError
@@ -88,6 +89,8 @@ class ProverService:
         self._withheld: set[bytes] = set()
         self._answers_path = store.path.with_name("answered.log")
         self._answers: int | None = None
+        # The chain's active profile per model, read once per head block (profilecheck.py).
+        self.profiles = ActiveProfiles(ctx.contracts.models.profile_of, ctx.views.head)
         self._following: set[asyncio.Task[None]] = set()
         self.journal_poll_s = 0.5
 
@@ -191,6 +194,13 @@ class ProverService:
         model = cheat.model(served.model) if cheat is not None else served.model
         check_inputs(served.model, inputs)
         check_token_ids(served.model, inputs)
+        try:
+            # Never a 200 for a job whose commit must revert ProfileMismatch.
+            await self.profiles.check(model_id, served.profile_id)
+        except ProfileChanged as exc:
+            self.ctx.metrics.jobs.labels(role="prover", outcome="refused_profile").inc()
+            log.error("job refused: profile changed on chain", error=str(exc))
+            raise
         started = time.perf_counter()
         try:
             trace = await self.ctx.compute.inference.submit(
@@ -304,8 +314,9 @@ class ProverService:
                     200: "outputs and job id",
                     400: "malformed request",
                     404: "unknown model",
+                    409: "the chain's active profile for the model is not the one served",
                     413: "request too large",
-                    503: "compute queue full",
+                    503: "compute queue full, or the chain cannot be read",
                 },
                 request_schema={
                     "type": "object",
@@ -365,6 +376,10 @@ class ProverService:
             return json_error(400, "inputs do not fit the model", str(exc))
         except QueueFull:
             return json_error(503, "compute queue full")
+        except ProfileChanged as exc:
+            return json_error(409, "profile changed on chain", str(exc))
+        except ChainUnavailable as exc:
+            return json_error(503, "chain unavailable", str(exc))
         outputs = await asyncio.to_thread(
             lambda: {k: tensor_to_json(v) for k, v in result.outputs.items()}
         )
