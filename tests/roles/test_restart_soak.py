@@ -4,12 +4,13 @@ after more than 256 blocks of activity and come back ready, with every open job 
 An honest prover, a cheating prover (``--unsafe-cheat``) and a challenger. Two honest jobs and
 one cheat are committed; the challenger disputes the cheat. The challenge window and move
 timeout are long, so all three jobs and the dispute stay open while anvil mines a block every
-0.1 s. Once more than 256 blocks lie between the commitments and the head (the watcher prunes
-its reorg journal to 256 blocks), every node is SIGKILLed and restarted: each must answer
-``/readyz`` within 30 s, hold a view of every open job (``taonode_driver_jobs``), show the
-jobs' chain status in ``GET /v1/jobs`` and the dispute in the cheater's view, and the
-challenger must not challenge again. Before issue 13's fix every restarted node exited 1
-(``CommitteeDrawn for an unknown job``, then a TypeError in the error path).
+0.1 s. Once 400 blocks lie between the commitments and the head (the watcher keeps only the
+last 256-320 blocks of its reorg journal), every node is SIGKILLed and restarted one after
+another: each must answer ``/readyz`` within 30 s of its start, show the jobs' chain status in
+``GET /v1/jobs`` (the dispute in the cheater's view), hold a view of every open job
+(``taonode_driver_jobs``), and the challenger must not challenge again. With the old driver
+(views rebuilt from the reorg journal only) the restarted nodes forgot the jobs, or exited 1
+on ``CommitteeDrawn for an unknown job`` and then a TypeError in the error path.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ ETHER = 10**18
 BLOCK_TIME_S = 0.1
 READY_LIMIT_S = 30.0
 TOTAL_LIMIT_S = 120.0
-HISTORY_BLOCKS = 300
+HISTORY_BLOCKS = 400  # > 256 + 64: the old pruning (every 64 blocks) kept up to 320
 PARAMS = DeployParams(
     challengeWindow=5000,
     moveTimeout=5000,
@@ -93,7 +94,7 @@ def _rounded(values: dict[str, float]) -> str:
 
 @pytest.mark.slow
 @pytest.mark.anvil
-async def test_sigkill_after_300_blocks_every_node_ready_with_open_jobs_succeeds(
+async def test_sigkill_after_400_blocks_every_node_ready_with_open_jobs_succeeds(
     tmp_path: Path,
 ) -> None:
     chain = await AnvilChain.start(num_keys=6, block_time=BLOCK_TIME_S)
