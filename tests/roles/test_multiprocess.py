@@ -41,7 +41,9 @@ STATUS_FINALIZED, STATUS_REJECTED = 3, 4
 OUTCOME_CHALLENGER_WON = 2
 PARAMS = DeployParams(
     challengeWindow=40,
-    moveTimeout=40,
+    # Room for a SIGKILLed party to restart (40-60 s on a loaded 2-core box; anvil mines on
+    # its own clock meanwhile, and the SIGSTOP below now really stops it: the real binary).
+    moveTimeout=200,
     voteWindow=40,
     k=4,
     committeeSize=3,
