@@ -116,6 +116,7 @@ DEVNET_PARAMS = DeployParams(
     minStake=ETHER,
     unbondDelay=20,
     maxNodes=64,
+    profileDelay=8,
 )
 
 
@@ -196,7 +197,10 @@ class Devnet:
             workdir = opts.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
             chain: LocalChain
             if opts.chain == "anvil":
-                chain = await AnvilChain.start(num_keys=4 + opts.challengers + opts.voters)
+                # Interval mining: anvil's own clock moves the block deadlines.
+                chain = await AnvilChain.start(
+                    num_keys=4 + opts.challengers + opts.voters, block_time=opts.block_interval_s
+                )
             else:
                 chain = EmbeddedChain(num_keys=4 + opts.challengers + opts.voters)
             try:
@@ -268,7 +272,8 @@ class Devnet:
             0,
         )
         components.append(api)
-        components.append(BlockClock(chain, opts.block_interval_s))
+        if not isinstance(chain, AnvilChain):  # anvil mines on its own (interval mining)
+            components.append(BlockClock(chain, opts.block_interval_s))
         components.append(
             _Task("scenarios", lambda: self._scenarios(api, model, example), self._stop)
         )

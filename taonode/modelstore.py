@@ -31,13 +31,38 @@ def _paths(models_dir: Path, model_id: bytes) -> tuple[Path, Path]:
     return models_dir / f"{stem}.pt2", models_dir / f"{stem}.profile.json"
 
 
-def add_model(models_dir: Path, program: Path, profile_path: Path) -> StoredModel:
-    """Copy a program and its profile into the store (idempotent for the same files)."""
+def check_profile_k(profile: Profile, k: int, where: Path, program: Path | None = None) -> None:
+    """Refuse a profile without segment thresholds for the deployment's ``k``.
+
+    Stops the loss of issue 13: a challenger whose profile lacks the deployment's k cannot
+    judge any sub-segment, times out and forfeits its bond while the cheat finalizes.
+    """
+    if k in profile.segments:
+        return
+    have = " ".join(str(x) for x in sorted(profile.segments)) or "none"
+    model = program if program is not None else "MODEL.pt2"
+    raise ModelStoreError(
+        f"{where}: the profile has segment thresholds for k = {have}, not for the "
+        f"deployment's k = {k}; recalibrate it: taonode calibrate --model {model} "
+        f"--deployment DEPLOYMENT.json --generate 8 --out {where.name}"
+    )
+
+
+def add_model(
+    models_dir: Path, program: Path, profile_path: Path, k: int | None = None
+) -> StoredModel:
+    """Copy a program and its profile into the store (idempotent for the same files).
+
+    With ``k`` (the deployment's branching factor) a profile without thresholds for it is
+    refused before anything is copied.
+    """
     try:
         model = load(program)
         profile = load_profile(profile_path, model)
     except (ModelError, ProfileError) as exc:
         raise ModelStoreError(str(exc)) from None
+    if k is not None:
+        check_profile_k(profile, k, profile_path, program)
     models_dir.mkdir(parents=True, exist_ok=True)
     pt2, prof = _paths(models_dir, model.model_id)
     for src, dst in ((program, pt2), (profile_path, prof)):

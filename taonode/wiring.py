@@ -23,7 +23,7 @@ from taonode.chainbinding import ChainIdentity, bind_fresh_embedded_chain, bind_
 from taonode.config import NodeConfig
 from taonode.keys import KeystoreError, PasswordSource, load_node_signer
 from taonode.logs import get_logger
-from taonode.modelstore import ModelStoreError, StoredModel, load_models
+from taonode.modelstore import ModelStoreError, StoredModel, check_profile_k, load_models
 from taonode.roles.context import ServedModel
 from taonode.roles.judge import ProfileJudge
 from taonode.service import Component, StartupError
@@ -46,6 +46,16 @@ def models_dir(config: NodeConfig) -> Path:
     return config.node.models_dir or config.node.data_dir / "models"
 
 
+def deployment_k(config: NodeConfig) -> int:
+    """The branching factor the node's deployment uses (what every profile must cover)."""
+    if config.chain.rpc == "embedded" or config.chain.deployment is None:
+        return DeployParams().k  # the embedded chain deploys with the defaults
+    try:
+        return Deployment.load(config.chain.deployment).params.k
+    except (OSError, ValueError, KeyError) as exc:
+        raise StartupError(f"chain.deployment: {config.chain.deployment}: {exc}") from None
+
+
 def load_signer(config: NodeConfig) -> Signer:
     chain = config.chain
     if chain.keystore is None:
@@ -61,6 +71,8 @@ def load_signer(config: NodeConfig) -> Signer:
 def load_served(config: NodeConfig, k: int) -> tuple[list[StoredModel], dict[bytes, ServedModel]]:
     try:
         stored = load_models(models_dir(config))
+        for s in stored:
+            check_profile_k(s.profile, k, s.path.with_name(s.path.stem + ".profile.json"), s.path)
     except ModelStoreError as exc:
         raise StartupError(f"models: {exc}") from None
     served = {

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from taonode.chain.deploy import Deployment, DeployParams
 from taonode.commands.argtypes import device, finite_float, int_at_least, k_factor, out_path
 from taonode.exitcodes import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 from taonode.runtime.execute import generate_inputs
@@ -15,6 +16,34 @@ from taonode.runtime.graph import ModelError, load
 from taonode.runtime.profile import DEFAULT_MARGIN, ProfileError, calibrate, save_profile
 from taonode.runtime.tracedir import TraceFormatError, read_inputs
 from taonode.runtime.variants import ALL_VARIANTS, get_variants
+
+# Every k a profile is calibrated for by default, the deployment default among them: a profile
+# without the deployment's k leaves every challenger unable to judge (issue 13).
+DEFAULT_KS = sorted({2, 4, DeployParams().k})
+
+
+def game_ks(args: argparse.Namespace) -> list[int]:
+    """k from the deployment when given one (the only game parameter a profile depends on)."""
+    if args.deployment is not None:
+        try:
+            return [Deployment.load(args.deployment).params.k]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(f"--deployment {args.deployment}: {exc}") from None
+    if args.config is not None:
+        from taonode.config import ConfigError, load_config
+        from taonode.service import StartupError
+        from taonode.wiring import deployment_k
+
+        try:
+            return [deployment_k(load_config(args.config))]
+        except ConfigError as exc:
+            raise ModelError(f"--config: {'; '.join(exc.problems)}") from None
+        except StartupError as exc:
+            raise ModelError(f"--config: {exc}") from None
+    ks = list(args.k or DEFAULT_KS)
+    if any(not 2 <= k <= 255 for k in ks):
+        raise ModelError("--k: every k must be in 2..255")
+    return ks
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,9 +61,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         choices=list(ALL_VARIANTS),
         help="execution variants (default: all)",
     )
-    parser.add_argument(
-        "--k", type=k_factor, nargs="+", default=[2, 4], help="game branching factors (default 2 4)"
+    game = parser.add_mutually_exclusive_group()
+    game.add_argument(
+        "--k",
+        type=k_factor,
+        nargs="+",
+        help=f"game branching factors (default {' '.join(map(str, DEFAULT_KS))}, which "
+        "includes the `contracts deploy` default)",
     )
+    game.add_argument(
+        "--deployment",
+        type=Path,
+        help="a deployment file: calibrate for its k (the profile must cover it)",
+    )
+    game.add_argument("--config", help="a node configuration: calibrate for its deployment's k")
     parser.add_argument(
         "--margin", type=finite_float(1.0), default=DEFAULT_MARGIN, help="safety margin (≥ 1)"
     )
@@ -64,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
                 raise ModelError("--generate needs N >= 1")
             inputs = [generate_inputs(model, args.seed + i) for i in range(args.generate)]
         variants = get_variants(args.variants)
+        ks = game_ks(args)
         if args.margin < 1:
             raise ModelError("--margin must be >= 1")
     except (ModelError, TraceFormatError, KeyError) as exc:
@@ -71,11 +112,12 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         profile = calibrate(
-            model, inputs, variants, args.k, args.margin, torch.device(args.device), _progress
+            model, inputs, variants, ks, args.margin, torch.device(args.device), _progress
         )
     except (ProfileError, RuntimeError) as exc:
         print(f"taonode calibrate: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     save_profile(profile, args.out)
-    print(f"wrote {args.out}: profile_id 0x{profile.profile_id.hex()}")
+    covered = " ".join(map(str, ks))
+    print(f"wrote {args.out}: profile_id 0x{profile.profile_id.hex()} (k = {covered})")
     return EXIT_OK

@@ -31,15 +31,16 @@ def run_add(args: argparse.Namespace) -> int:
     from taonode.config import ConfigError, load_config
     from taonode.modelstore import ModelStoreError, add_model
     from taonode.service import StartupError
-    from taonode.wiring import models_dir
+    from taonode.wiring import deployment_k, models_dir
 
     try:
         config = load_config(args.config)
-        stored = add_model(models_dir(config), args.model, args.profile)
+        # A profile the deployment cannot use is refused before it is stored or registered.
+        stored = add_model(models_dir(config), args.model, args.profile, deployment_k(config))
     except ConfigError as exc:
         print(exc.report("taonode model add: "), file=sys.stderr)
         return EXIT_USAGE
-    except ModelStoreError as exc:
+    except (ModelStoreError, StartupError) as exc:
         print(f"taonode model add: {exc}", file=sys.stderr)
         return EXIT_USAGE
     model_id, profile_id = stored.model.model_id, stored.profile.profile_id

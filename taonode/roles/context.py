@@ -63,6 +63,10 @@ class PeerDirectory(Protocol):
 class Views(Protocol):
     def view(self, job_id: bytes) -> JobView | None: ...
 
+    def head(self) -> int:
+        """The newest block the node's protocol views have seen."""
+        ...
+
 
 @dataclass
 class RoleContext:

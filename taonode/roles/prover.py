@@ -3,6 +3,19 @@
 The forward pass runs on the compute worker and the client gets its output as soon as it is
 computed. Hashing the trace, storing it in the blob store (where peers fetch it) and sending
 ``commitResult`` happen afterwards on the background pool, off the response path.
+
+Job states (``GET /v1/jobs/{id}``): ``computed`` (answered; the trace is only in memory),
+``committing`` (trace stored; ``commitResult`` being sent), ``committed``, ``failed``. Every
+answered job ends ``committed`` or ``failed`` even across a crash: the job id goes to an
+append-only answer log before the client gets its output (one unsynced write, which survives a
+SIGKILL; power loss can still lose it), and :meth:`ProverService.start` settles whatever the
+last run left: a ``computed`` job (or one only in the answer log) is failed, its trace died
+with the process; a ``committing`` job follows its journaled ``commit:`` transaction (the
+sender re-broadcasts it) to ``committed`` or ``failed``, and fails if nothing was journaled
+(no transaction can appear any more). Every such failure is logged and counted
+(``taonode_jobs{role="prover",outcome="failed_at_restart"}``). Re-committing a ``committing``
+job without a journal entry would be possible (its trace is stored) but is not done: the
+client was told nothing about timing, and failing it keeps a crash's outcome one rule.
 """
 
 from __future__ import annotations
@@ -49,11 +62,12 @@ from taonode.roles.compute import QueueFull
 from taonode.roles.context import RoleContext, ServedModel
 from taonode.roles.driver import Settled
 from taonode.roles.jobdata import LocalBlobs, store_trace
+from taonode.roles.profilecheck import ActiveProfiles, ChainUnavailable, ProfileChanged
 from taonode.runtime.commit import commit
 from taonode.runtime.execute import Trace, check_inputs, run_traced
 from taonode.runtime.graph import Model, ModelError
 from taonode.runtime.merkle import merkle_proof
-from taonode.store.state import Job, StateStore
+from taonode.store.state import FINAL_TX, Job, StateStore, TxStatus
 
 log = structlog.get_logger("taonode.prover")
 
@@ -134,24 +148,90 @@ class ProverService:
         self.ctx.metrics.commitments_failing.set_function(
             lambda: float(self.commit_health.failing(time.monotonic()))
         )
+        self._answers_path = store.path.with_name("answered.log")
+        self._answers: int | None = None
+        # The chain's active profile per model, read once per head block (profilecheck.py).
+        self.profiles = ActiveProfiles(ctx.contracts.models.profile_of, ctx.views.head)
+        self._following: set[asyncio.Task[None]] = set()
+        self.journal_poll_s = 0.5
 
     # -- component ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self._recover()
+        self._answers = os.open(
+            self._answers_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600
+        )
         self._running = True
-        # Jobs computed but not yet committed when the node last stopped: their traces are gone
-        # (only committed traces are stored), so they are marked failed rather than left hanging.
+
+    async def _recover(self) -> None:
+        """Settle every job the last run answered but did not see through (module docstring)."""
+        answered: dict[str, str] = {}
+        if self._answers_path.exists():
+            for line in self._answers_path.read_text(errors="replace").splitlines():
+                parts = line.split()
+                if len(parts) == 2:
+                    answered[parts[0]] = parts[1]
+        for job_hex, model_hex in answered.items():
+            if await self.store.run(self.store.get_job, job_hex) is None:
+                await self._fail_at_restart(
+                    Job(job_hex, model_hex, "computed", {"prover": self.ctx.me}),
+                    "the node stopped after answering, before the job was recorded",
+                )
         for job in await self.store.run(self.store.jobs, "computed"):
-            await self.store.run(self.store.put_job, _with(job, status="failed"))
+            await self._fail_at_restart(job, "the node stopped before the trace was stored")
+        for job in await self.store.run(self.store.jobs, "committing"):
+            record = await self.store.run(self.store.journal_get, f"commit:{job.job_id}")
+            if record is None:
+                await self._fail_at_restart(
+                    job, "the node stopped before the commit transaction was journaled"
+                )
+            elif record.status in FINAL_TX:
+                await self._settle_commit(job, record.status, record.tx_hash, record.error)
+            else:
+                task = asyncio.create_task(self._follow_commit(job), name="commit-follow")
+                self._following.add(task)
+                task.add_done_callback(self._following.discard)
+
+    async def _follow_commit(self, job: Job) -> None:
+        """A commit journaled before the crash: the sender re-broadcasts it; wait for its end."""
+        while True:
+            record = await self.store.run(self.store.journal_get, f"commit:{job.job_id}")
+            if record is not None and record.status in FINAL_TX:
+                await self._settle_commit(job, record.status, record.tx_hash, record.error)
+                return
+            await asyncio.sleep(self.journal_poll_s)
+
+    async def _settle_commit(
+        self, job: Job, status: TxStatus, tx_hash: str | None, error: str | None
+    ) -> None:
+        if status is TxStatus.CONFIRMED:
+            data = {**job.data, "commit_tx": tx_hash}
+            await self.store.run(self.store.put_job, _with(job, status="committed", data=data))
+            log.info("result committed (after a restart)", job=job.job_id, tx=tx_hash)
+        else:
+            await self._fail_at_restart(job, f"commit transaction {status.value}: {error}")
+
+    async def _fail_at_restart(self, job: Job, reason: str) -> None:
+        log.error("answered job failed at restart: not committed", job=job.job_id, reason=reason)
+        self.ctx.metrics.jobs.labels(role="prover", outcome="failed_at_restart").inc()
+        data = {**job.data, "error": reason}
+        await self.store.run(self.store.put_job, _with(job, status="failed", data=data))
 
     async def run(self) -> None:
         return None
 
     async def stop(self) -> None:
         self._running = False
+        for task in self._following:  # the journal outlives us: the next start follows on
+            task.cancel()
+        await asyncio.gather(*self._following, return_exceptions=True)
         # Commitments already computing are allowed to finish inside the stop budget.
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        if self._answers is not None:
+            os.close(self._answers)
+            self._answers = None
 
     def ready(self) -> bool:
         return self._running and not self.commit_health.failing(time.monotonic())
@@ -180,6 +260,13 @@ class ProverService:
         model = cheat.model(served.model) if cheat is not None else served.model
         check_inputs(served.model, inputs)
         check_token_ids(served.model, inputs)
+        try:
+            # Never a 200 for a job whose commit must revert ProfileMismatch.
+            await self.profiles.check(model_id, served.profile_id)
+        except ProfileChanged as exc:
+            self.ctx.metrics.jobs.labels(role="prover", outcome="refused_profile").inc()
+            log.error("job refused: profile changed on chain", error=str(exc))
+            raise
         started = time.perf_counter()
         try:
             trace = await self.ctx.compute.inference.submit(
@@ -190,6 +277,10 @@ class ProverService:
         seconds = time.perf_counter() - started
         self.ctx.metrics.inference_seconds.observe(seconds)
         outputs = {name: trace.values[name] for name in served.model.outputs}
+        if self._answers is not None:
+            # Before the client sees the output: a crash from here on leaves a trace of the job
+            # that the next start settles (one append, no fsync: ~µs, SIGKILL-safe).
+            os.write(self._answers, f"{job_id.hex()} {model_id.hex()}\n".encode())
         # The job record is written by the commit task, off the answer path (an fsynced SQLite
         # write costs 4-12 ms here); until then GET /v1/jobs/{id} answers from memory.
         self._computed[job_id] = model_id
@@ -292,9 +383,10 @@ class ProverService:
                     400: "malformed request",
                     404: "unknown model",
                     408: "request body too slow",
+                    409: "the chain's active profile for the model is not the one served",
                     413: "request too large",
                     415: "unsupported media type or charset",
-                    503: "compute queue full or busy decoding (see Retry-After)",
+                    503: "queue full, busy decoding or chain unreadable (see Retry-After)",
                 },
                 response_schema=INFER_RESPONSE_SCHEMA,
                 request_schema=INFER_REQUEST_SCHEMA,
@@ -358,6 +450,10 @@ class ProverService:
             return json_error(400, "inputs do not fit the model", str(exc))
         except QueueFull:
             return json_error(503, "compute queue full")
+        except ProfileChanged as exc:
+            return json_error(409, "profile changed on chain", str(exc))
+        except ChainUnavailable as exc:
+            return json_error(503, "chain unavailable", str(exc))
         # Encoding large outputs is CPU work too: off the loop.
         payload = await asyncio.to_thread(_encode_result, result)
         return web.Response(body=payload, content_type="application/json")

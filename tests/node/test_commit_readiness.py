@@ -131,7 +131,7 @@ async def unfunded_prover(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     model, example = await asyncio.to_thread(prepare_model, "transformer", tmp_path)
     profile = await asyncio.to_thread(calibrate_profile, model, example, DEVNET_PARAMS.k)
     contracts = Contracts.connect(chain.w3, deployment, transactor)
-    await contracts.models.register_model(model.model_id, profile.profile_id, "test")
+    await contracts.models.register_model(model.model_id, profile.profile_id, model.num_ops, "test")
     key = os.urandom(32)
     registry = CollectorRegistry()
     spec = RoleNodeSpec(
