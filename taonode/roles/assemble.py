@@ -129,6 +129,9 @@ class _ViewsOf:
     def view(self, job_id: bytes) -> JobView | None:
         return None if self.driver is None else self.driver.state.views.get(job_id)
 
+    def head(self) -> int:
+        return 0 if self.driver is None else self.driver.state.head
+
 
 @dataclass
 class RoleNode:

@@ -63,6 +63,10 @@ class PeerDirectory(Protocol):
 class Views(Protocol):
     def view(self, job_id: bytes) -> JobView | None: ...
 
+    def head(self) -> int:
+        """The latest block the node has seen (the clock every phase deadline is read on)."""
+        ...
+
 
 @dataclass
 class RoleContext:
