@@ -247,7 +247,15 @@ async def build_role_node(
         handlers[d.PostProverMove] = prover.post_move
         policies.append(("prover", lambda job, head: d.prover_decide(job, me, head)))
     if "challenger" in spec.roles:
-        challenger = ChallengerService(ctx, store, spec.sample_rate, kick)
+        challenger = ChallengerService(
+            ctx,
+            store,
+            spec.sample_rate,
+            kick,
+            # Stop fetching a quarter of the move timeout before the deadline: re-execution
+            # and landing the move transaction need the rest.
+            deadline_margin=max(3, params.move_timeout // 4),
+        )
         services.append(challenger)
         handlers[d.Evaluate] = challenger.evaluate
         handlers[d.Challenge] = challenger.challenge

@@ -77,7 +77,9 @@ def test_consistency_tampered_carried_value_is_flagged_at_its_cut_reverts() -> N
 )
 def test_consistency_wrong_manifest_names_reverts(bad: FrontierManifest, fragment: str) -> None:
     problem = manifest_names_problem(FRONTIERS, 2, bad)
-    assert problem is not None and problem.kind == "names" and fragment in problem.detail
+    assert problem is not None
+    assert problem.kind == "names"
+    assert fragment in problem.detail
     # Checked at both ends of a leaf, before any carry comparison.
     assert [p.kind for p in leaf_inconsistencies(FRONTIERS, 1, HONEST[1], bad)] == ["names"]
     assert [p.cut for p in leaf_inconsistencies(FRONTIERS, 2, bad, HONEST[3])] == [2]
@@ -132,6 +134,7 @@ def test_choice_all_within_tolerance_picks_the_largest_leftmost_succeeds() -> No
     assert choose_subsegment(scores, 0) == 1
     assert choose_subsegment([SubsegmentScore.measured(0.7)] * 3, 5) == 0
     nan = SubsegmentScore.measured(math.nan)
-    assert nan.evidence is Evidence.MEASURED and nan.excess == math.inf
-    with pytest.raises(ValueError):
+    assert nan.evidence is Evidence.MEASURED
+    assert nan.excess == math.inf
+    with pytest.raises(ValueError, match="no sub-segments"):
         choose_subsegment([], 0)

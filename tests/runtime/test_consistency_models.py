@@ -60,7 +60,8 @@ def test_carry_over_tamper_on_the_transformer_is_caught_at_cut_14_reverts(
 ) -> None:
     ex = exported["transformer"]
     model = ex.model
-    assert "add_2" in model.frontiers[13] and "add_2" in model.frontiers[14]
+    assert "add_2" in model.frontiers[13]
+    assert "add_2" in model.frontiers[14]
     honest = dict(commit(model, ex.trace).tensor_digests)
     forged = tensor_digest(ex.trace.values["add_2"] * 1.05)
     manifests = manifests_of(model, honest)
@@ -76,7 +77,9 @@ def test_carry_over_tamper_on_the_transformer_is_caught_at_cut_14_reverts(
     ]
     assert flagged == [13]
     (problem,) = leaf_inconsistencies(model.frontiers, 13, manifests[13], manifests[14])
-    assert problem.kind == "carried" and problem.cut == 14 and "add_2" in problem.detail
+    assert problem.kind == "carried"
+    assert problem.cut == 14
+    assert "add_2" in problem.detail
     # Every game segment that crosses cut 14 while add_2 is carried sees it as well.
     for lo, hi in game_segments(model.num_ops, 4):
         broken = bool(
