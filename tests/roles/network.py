@@ -37,6 +37,7 @@ from taonode.runtime.profile import Profile
 from taonode.runtime.wire import encode_tensor
 from taonode.service import Component, SupervisionResult, supervise
 from taonode.signer import LocalSigner
+from taonode.store.blobs import BlobStore
 from taonode.store.state import Job
 
 
@@ -134,6 +135,29 @@ async def network(workdir: Path, voters: int = 3) -> AsyncIterator[Network]:
         await chain.close()
 
 
+def store_frontiers(
+    blobs: BlobStore, frontiers: Sequence[Mapping[str, torch.Tensor]]
+) -> tuple[list[bytes], list[str]]:
+    """Put every tensor and the manifest of every cut into ``blobs``; returns the frontier
+    digests (one per cut) and every blob digest stored (hex, for pinning)."""
+    digests: list[bytes] = []
+    stored: list[str] = []
+    for values in frontiers:
+        entries: dict[str, bytes] = {}
+        for name, tensor in values.items():
+            digest = tensor_digest(tensor)
+            if not blobs.has(digest.hex()):
+                blobs.put(encode_tensor(tensor), expected=digest.hex())
+            entries[name] = digest
+            stored.append(digest.hex())
+        manifest = FrontierManifest.from_digests(entries)
+        if not blobs.has(manifest.digest.hex()):
+            blobs.put(manifest.encode(), expected=manifest.digest.hex())
+        digests.append(manifest.digest)
+        stored.append(manifest.digest.hex())
+    return digests, stored
+
+
 async def commit_forged(
     net: Network, job_id: bytes, frontiers: Sequence[Mapping[str, torch.Tensor]]
 ) -> list[bytes]:
@@ -143,22 +167,7 @@ async def commit_forged(
     """
     node = net.prover
     assert node.prover is not None
-    digests: list[bytes] = []
-    blobs: list[str] = []
-    for values in frontiers:
-        entries: dict[str, bytes] = {}
-        for name, tensor in values.items():
-            payload = encode_tensor(tensor)
-            digest = tensor_digest(tensor)
-            if not node.blobs.has(digest.hex()):
-                node.blobs.put(payload, expected=digest.hex())
-            entries[name] = digest
-            blobs.append(digest.hex())
-        manifest = FrontierManifest.from_digests(entries)
-        if not node.blobs.has(manifest.digest.hex()):
-            node.blobs.put(manifest.encode(), expected=manifest.digest.hex())
-        digests.append(manifest.digest)
-        blobs.append(manifest.digest.hex())
+    digests, blobs = store_frontiers(node.blobs, frontiers)
     store = node.store
     hexid = job_id.hex()
     await store.run(store.pin, sorted(set(blobs)), f"job:{hexid}")
