@@ -36,8 +36,10 @@ from taonode.roles.jobdata import BlobServer, JobData, blob_digest, verify_blob
 from taonode.roles.metrics import RoleMetrics
 from taonode.roles.payouts import PayoutCollector
 from taonode.roles.peers import PeerBook
+from taonode.roles.profiles import ProfileBook, ServingWithProfiles, verify_profile_blob
 from taonode.roles.prover import ProverService
 from taonode.roles.voter import VoterService
+from taonode.runtime.profile import Profile
 from taonode.service import Component
 from taonode.signer import Signer
 from taonode.store.blobs import BlobStore
@@ -67,6 +69,8 @@ class RoleNodeSpec:
     register_voter: bool = True
     cheat: Cheat | None = None
     start_block: int = 0
+    profiles: tuple[Profile, ...] = ()
+    """Profiles known besides each served model's current one (judged by id)."""
 
 
 class _Lifecycle:
@@ -166,6 +170,15 @@ async def build_role_node(
     metrics = RoleMetrics(registry)
     cheat = spec.cheat
     serve = BlobServer(blobs)
+    # Every profile this node knows (its model store's, and those fetched by id) is served to
+    # peers under its id, next to the trace blobs.
+    book = ProfileBook(
+        spec.models,
+        params.k,
+        device=spec.device,
+        profiles=spec.profiles,
+        store_dir=data / "profiles",
+    )
     p2p = P2PNode(
         P2PConfig(
             key_file=spec.p2p_key_file or data / "p2p.key",
@@ -175,9 +188,11 @@ async def build_role_node(
         ),
         spec.signer,
         registry,
-        blob_source=serve,
-        blob_verifier=verify_blob,
+        blob_source=ServingWithProfiles(serve, book),
+        # Profile ids are checked first: a keccak over at most 4 MiB, before any parse.
+        blob_verifier=lambda d, p: verify_profile_blob(d, p) or verify_blob(d, p),
     )
+    book.remote = p2p
     errors = ErrorDecoder([contracts.coordinator.abi, contracts.stakes.abi, contracts.models.abi])
     sender = TxSender(
         w3,
@@ -224,6 +239,7 @@ async def build_role_node(
         peers=peers,
         views=views,
         device=spec.device,
+        judges=book,
     )
 
     policies: list[tuple[str, Policy]] = []

@@ -31,9 +31,10 @@ from taonode.protocol.consistency import (
 )
 from taonode.protocol.decisions import Assessment, Challenge, ChooseSubsegment, Evaluate
 from taonode.protocol.decisions import should_sample as sample_draw
+from taonode.protocol.dispute import JobView
 from taonode.protocol.manifest import FrontierManifest
 from taonode.roles.availability import DEFAULT_RETRY, RetryPolicy, fetch_until
-from taonode.roles.context import RoleContext, ServedModel
+from taonode.roles.context import ProfileUnavailable, RoleContext, ServedModel, judge_for
 from taonode.roles.driver import Settled
 from taonode.roles.jobdata import DataUnavailable
 from taonode.runtime.execute import run_segment, run_traced
@@ -108,6 +109,7 @@ class ChallengerService:
             await self._remember(action.job_id, Assessment.NOT_SAMPLED)
             return
         peers = self.ctx.peers.peers_of(view.prover)
+        served = await self._committed(view, served, peers)
         model = served.model
         started = time.perf_counter()
         # The challenge must land before the window closes: retry until a margin before it.
@@ -149,6 +151,21 @@ class ChallengerService:
         verdict = Assessment.DEVIATES if excess > 1.0 else Assessment.WITHIN_TOLERANCE
         log.info("result assessed", job=action.job_id.hex(), excess=excess, verdict=verdict.value)
         await self._remember(action.job_id, verdict, excess=excess)
+
+    async def _committed(
+        self, view: JobView, served: ServedModel, peers: Sequence[str]
+    ) -> ServedModel:
+        """``served`` with the judge of the profile the result names on chain.
+
+        Without that profile the challenger does not judge at all (the action is retried on a
+        later head while the phase lasts); it never falls back to its local profile.
+        """
+        judge = await judge_for(self.ctx, view, peers)
+        if judge is None:
+            raise ProfileUnavailable(
+                f"profile 0x{view.profile_id.hex()[:16]} named by the result is unknown here"
+            )
+        return ServedModel(served.model, view.profile_id, judge)
 
     def _reexecute(
         self,
@@ -205,6 +222,7 @@ class ChallengerService:
             raise Settled("cannot judge this dispute")
         bounds = [action.a, *action.cuts, action.b]
         digests = [dispute.digest_a, *action.cut_digests, dispute.digest_b]
+        served = await self._committed(view, served, self.ctx.peers.peers_of(view.prover))
         model = served.model
         if (
             len(bounds) != len(digests)

@@ -27,7 +27,7 @@ from taonode.protocol.decisions import Adjudicate, DirectVote, GossipVote, Submi
 from taonode.protocol.dispute import JobView, Phase
 from taonode.protocol.votes import Verdict
 from taonode.roles.availability import DEFAULT_RETRY, RetryPolicy, fetch_until
-from taonode.roles.context import RoleContext, ServedModel
+from taonode.roles.context import ProfileUnavailable, RoleContext, ServedModel, judge_for
 from taonode.roles.driver import Settled
 from taonode.roles.jobdata import DataUnavailable
 from taonode.store.state import Result, StateStore, Vote
@@ -132,6 +132,14 @@ class VoterService:
         if not 0 <= action.op < model.num_ops:
             raise Settled(f"leaf op {action.op} outside the model's {model.num_ops} ops")
         peers = self.leaf_peers(view)
+        judge = await judge_for(self.ctx, view, peers)
+        if judge is None:
+            # Never judged with another profile: retried on later heads, and if nobody ever
+            # serves the named profile this member abstains (a non-voter).
+            raise ProfileUnavailable(
+                f"profile 0x{view.profile_id.hex()[:16]} named by the result is unknown here"
+            )
+        served = ServedModel(model, view.profile_id, judge)
         # Fetch until the point where the vote must go out directly; unavailability is a
         # verdict only once that whole time has passed (one BUSY or timeout is not).
         give_up = view.dispute.deadline - self.direct_vote_margin
