@@ -56,6 +56,8 @@ class World:
     served: ServedModel
     frontiers: list[dict[str, torch.Tensor]]
     """The cheating prover's tensors per cut (deviating from cut 21 on)."""
+    program: Path
+    """The exported ``.pt2`` file."""
 
 
 def build_world(workdir: Path) -> World:
@@ -72,7 +74,7 @@ def build_world(workdir: Path) -> World:
         {n: (honest[n] if c <= FORGED_OP else values[n]) for n in names}
         for c, names in enumerate(model.frontiers)
     ]
-    return World(model, served, frontiers)
+    return World(model, served, frontiers, workdir / "transformer.pt2")
 
 
 class Transport:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from eth_hash.auto import keccak
 
+from taonode.modelstore import ModelStoreError, add_model, add_profile, load_models
 from taonode.protocol.decisions import Adjudicate, Assessment, Evaluate
 from taonode.protocol.dispute import JobView, ResultStatus
 from taonode.protocol.votes import Verdict
@@ -20,7 +21,7 @@ from taonode.roles.compute import ComputeWorker
 from taonode.roles.context import ProfileUnavailable
 from taonode.roles.profiles import ProfileBook, parse_profile_bytes
 from taonode.roles.voter import VoterService
-from taonode.runtime.profile import Profile, ProfileError, SegmentProfile
+from taonode.runtime.profile import Profile, ProfileError, SegmentProfile, save_profile
 from tests.roles.rolekit import (
     FAST,
     FORGED_OP,
@@ -236,3 +237,50 @@ async def test_challenger_assesses_with_the_committed_profile_succeeds(
     assert outcomes[q.profile_id] is Assessment.DEVIATES
     assert outcomes[p.profile_id] is Assessment.WITHIN_TOLERANCE
     assert world.model.num_ops > FORGED_OP
+
+
+def test_model_store_holds_several_profiles_per_model_by_id_succeeds(
+    tmp_path: Path, world: World
+) -> None:
+    q = local_profile(world)
+    p = tight(q)
+    current = tmp_path / "q.json"
+    save_profile(q, current)
+    models = tmp_path / "models"
+    add_model(models, world.program, current)
+    further = tmp_path / "p.json"
+    save_profile(p, further)  # pretty-printed: stored canonical under its id
+    assert add_profile(models, further) == p
+    assert (models / "profiles" / f"{p.profile_id.hex()}.json").read_bytes() == p.canonical()
+    (stored,) = load_models(models)
+    assert stored.profile == q
+    assert stored.profiles == (p,)
+
+
+@pytest.mark.parametrize("damage", ["renamed", "edited", "other model"])
+def test_model_store_refuses_a_profile_file_that_is_not_its_id_reverts(
+    tmp_path: Path, world: World, damage: str
+) -> None:
+    q = local_profile(world)
+    p = tight(q)
+    current = tmp_path / "q.json"
+    save_profile(q, current)
+    models = tmp_path / "models"
+    add_model(models, world.program, current)
+    (models / "profiles").mkdir()
+    if damage == "renamed":
+        (models / "profiles" / f"{q.profile_id.hex()}.json").write_bytes(p.canonical())
+        match = "keccak"
+    elif damage == "edited":
+        data = p.canonical().replace(b'"margin":4.0', b'"margin":4.5')
+        assert data != p.canonical()
+        (models / "profiles" / f"{keccak(p.canonical()).hex()}.json").write_bytes(data)
+        match = "keccak"
+    else:
+        other = dataclasses.replace(p, model_id=b"\x07" * 32)
+        (models / "profiles" / f"{other.profile_id.hex()}.json").write_bytes(other.canonical())
+        match = "not stored"
+    with pytest.raises(ModelStoreError, match=match):
+        load_models(models)
+    with pytest.raises(ModelStoreError, match="is not stored"):
+        add_profile(tmp_path / "empty-store", current)
