@@ -260,73 +260,67 @@ class ChallengerService:
         digests: Sequence[bytes],
         give_up_block: int,
     ) -> list[SubsegmentScore]:
-        """Score every sub-segment ``[bounds[j], bounds[j+1])``: manifests and the cut rule
-        first (digests only), then re-execution of the consistent, available ones."""
+        """Score every sub-segment ``[bounds[j], bounds[j+1])``: the cut rule on manifests
+        (digests only) first, then re-execution of the consistent, available ones."""
         model = served.model
         peers = list(self.ctx.peers.peers_of(prover))
-        # Every bound frontier's manifest is fetched once, all at the same time (each serves as
-        # the end of one sub-segment and the start of the next), retried for the whole window.
-        got = await asyncio.gather(
-            *(self._manifest(d, peers, give_up_block) for d in digests), return_exceptions=True
-        )
-        manifests = [m if isinstance(m, FrontierManifest) else None for m in got]
-        for m in got:
-            if isinstance(m, BaseException) and not isinstance(m, DataUnavailable):
-                raise m
-        pairs = range(len(bounds) - 1)
-        scores: list[SubsegmentScore | None] = [None] * len(pairs)
-        for j in pairs:
+        last = len(bounds) - 1
+        # Tensors: every value of a sub-segment's start (re-execution reads them), but at the
+        # segment's own end only the values its last sub-segment produces (carried values are
+        # judged by digest).
+        wanted = [
+            produced_values(model.frontiers, bounds[j - 1], c)
+            if j == last
+            else tuple(model.frontiers[c])
+            for j, c in enumerate(bounds)
+        ]
+
+        async def fetch_bound(
+            j: int,
+        ) -> tuple[FrontierManifest | None, dict[str, torch.Tensor] | None]:
+            # Each bound is the end of one sub-segment and the start of the next: fetched once,
+            # manifest then tensors, each retried for the whole decision window.
+            try:
+                manifest = await self._manifest(digests[j], peers, give_up_block)
+            except DataUnavailable:
+                return None, None
+            if manifest_names_problem(model.frontiers, bounds[j], manifest) is not None:
+                return manifest, None  # a rule break: its tensors are not needed
+            try:
+                return manifest, await self._tensors(manifest, wanted[j], peers, give_up_block)
+            except DataUnavailable:
+                return manifest, None
+
+        fetched = await asyncio.gather(*(fetch_bound(j) for j in range(len(bounds))))
+        scores: list[SubsegmentScore | None] = [None] * last
+        for j in range(last):
             lo, hi = bounds[j], bounds[j + 1]
-            start, end = manifests[j], manifests[j + 1]
+            (start, _), (end, _) = fetched[j], fetched[j + 1]
             if start is None or end is None:
-                scores[j] = SubsegmentScore.unavailable(
-                    f"manifest at cut {lo if start is None else hi}"
-                )
+                cut = lo if start is None else hi
+                scores[j] = SubsegmentScore.unavailable(f"manifest at cut {cut}")
                 continue
             problems = segment_inconsistencies(model.frontiers, lo, hi, start, end)
             if problems:
                 scores[j] = SubsegmentScore.rule_break(problems[0].detail)
         if any(s is not None and s.evidence is Evidence.RULE_BREAK for s in scores):
-            # A provable break decides the move: no tensor math needed.
+            # A provable break decides the move: no re-execution needed.
             return [s or SubsegmentScore.measured(0.0) for s in scores]
-        # Tensors: every value of a sub-segment's start (re-execution reads them), but at the
-        # segment's own end only the values its last sub-segment produces (carried ones were
-        # judged by digest above).
-        wanted: list[tuple[str, ...]] = []
-        for j, c in enumerate(bounds):
-            if j == len(bounds) - 1:
-                wanted.append(produced_values(model.frontiers, bounds[j - 1], c))
-            else:
-                wanted.append(tuple(model.frontiers[c]))
-        fetched = await asyncio.gather(
-            *(
-                self._tensors(m, wanted[j], peers, give_up_block)
-                if m is not None
-                else _unavailable(bounds[j])
-                for j, m in enumerate(manifests)
-            ),
-            return_exceptions=True,
-        )
-        for f in fetched:
-            if isinstance(f, BaseException) and not isinstance(f, DataUnavailable):
-                raise f
         out: list[SubsegmentScore] = []
-        for j in pairs:
+        for j in range(last):
             lo, hi = bounds[j], bounds[j + 1]
             known = scores[j]
+            start_t, end_t = fetched[j][1], fetched[j + 1][1]
             if known is not None:
                 out.append(known)
-                continue
-            start_t, end_t = fetched[j], fetched[j + 1]
-            if isinstance(start_t, BaseException) or isinstance(end_t, BaseException):
+            elif start_t is None or end_t is None:
                 out.append(SubsegmentScore.unavailable(f"tensors around [{lo}, {hi})"))
-                continue
-            produced = produced_values(model.frontiers, lo, hi)
-            claimed = {n: end_t[n] for n in produced}
-            excess = await self.ctx.compute.inference.submit(
-                self._segment_excess, served, lo, hi, start_t, claimed
-            )
-            out.append(SubsegmentScore.measured(excess))
+            else:
+                claimed = {n: end_t[n] for n in produced_values(model.frontiers, lo, hi)}
+                excess = await self.ctx.compute.inference.submit(
+                    self._segment_excess, served, lo, hi, start_t, claimed
+                )
+                out.append(SubsegmentScore.measured(excess))
         return out
 
     def _draw(self, job_id: bytes, round_: int) -> int:
@@ -348,7 +342,3 @@ class ChallengerService:
         own = run_segment(served.model, a, b, start, self.ctx.device)
         produced = {name: own[name] for name in claimed}
         return served.judge.segment_excess(a, b, claimed, produced)
-
-
-async def _unavailable(cut: int) -> dict[str, torch.Tensor]:
-    raise DataUnavailable(f"no manifest at cut {cut}")
