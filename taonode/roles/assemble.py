@@ -21,7 +21,7 @@ from taonode.chain.deploy import Contracts, Deployment
 from taonode.chain.sender import ErrorDecoder, FeePolicy, TxSender
 from taonode.chain.watcher import BindingLogDecoder, EventWatcher
 from taonode.p2p.committee import CommitteeChannel
-from taonode.p2p.envelope import NodeRecord
+from taonode.p2p.envelope import NodeRecord, ValidatorConfig, VoteMessage
 from taonode.p2p.node import P2PConfig, P2PNode
 from taonode.protocol import decisions as d
 from taonode.protocol.dispute import JobView
@@ -38,6 +38,7 @@ from taonode.roles.payouts import PayoutCollector
 from taonode.roles.peers import PeerBook
 from taonode.roles.profiles import ProfileBook, ServingWithProfiles, verify_profile_blob
 from taonode.roles.prover import ProverService
+from taonode.roles.registered import RegisteredKeys
 from taonode.roles.voter import VoterService
 from taonode.runtime.profile import Profile
 from taonode.service import Component
@@ -179,18 +180,23 @@ async def build_role_node(
         profiles=spec.profiles,
         store_dir=data / "profiles",
     )
+    # Only registered (staked) voters' votes are relayed or buffered.  Node records are not
+    # gated: provers and challengers publish them without being in the stake registry.
+    registered = RegisteredKeys(contracts.stakes, poll_interval_s=max(0.2, spec.poll_interval_s))
     p2p = P2PNode(
         P2PConfig(
             key_file=spec.p2p_key_file or data / "p2p.key",
             listen=spec.listen,
             bootstrap=spec.bootstrap,
             vote_domain=params.vote_domain,
+            validation=ValidatorConfig(registered_kinds=frozenset({VoteMessage.KIND})),
         ),
         spec.signer,
         registry,
         blob_source=ServingWithProfiles(serve, book),
         # Profile ids are checked first: a keccak over at most 4 MiB, before any parse.
         blob_verifier=lambda d, p: verify_profile_blob(d, p) or verify_blob(d, p),
+        is_registered=registered,
     )
     book.remote = p2p
     errors = ErrorDecoder([contracts.coordinator.abi, contracts.stakes.abi, contracts.models.abi])
@@ -330,6 +336,7 @@ async def build_role_node(
 
     components: list[Component] = [
         _Closing("state", None, close_store),
+        registered,
         _Closing("p2p", p2p.start, p2p.stop, lambda: p2p.running),
         peers,
         *([_Closing("committee", channel.start, channel.stop)] if channel is not None else []),
