@@ -132,18 +132,10 @@ class VoterService:
         if not 0 <= action.op < model.num_ops:
             raise Settled(f"leaf op {action.op} outside the model's {model.num_ops} ops")
         peers = self.leaf_peers(view)
-        judge = await judge_for(self.ctx, view, peers)
-        if judge is None:
-            # Never judged with another profile: retried on later heads, and if nobody ever
-            # serves the named profile this member abstains (a non-voter).
-            raise ProfileUnavailable(
-                f"profile 0x{view.profile_id.hex()[:16]} named by the result is unknown here"
-            )
-        served = ServedModel(model, view.profile_id, judge)
         # Fetch until the point where the vote must go out directly; unavailability is a
         # verdict only once that whole time has passed (one BUSY or timeout is not).
         give_up = view.dispute.deadline - self.direct_vote_margin
-        verdict, detail = await self._leaf_verdict(served, action, peers, give_up)
+        verdict, detail = await self._leaf_verdict(view, served, action, peers, give_up)
         self.ctx.metrics.reexecution_seconds.labels(role="voter").observe(
             time.perf_counter() - started
         )
@@ -186,9 +178,15 @@ class VoterService:
         return out
 
     async def _leaf_verdict(
-        self, served: ServedModel, action: Adjudicate, peers: Sequence[str], give_up: int
+        self,
+        view: JobView,
+        served: ServedModel,
+        action: Adjudicate,
+        peers: Sequence[str],
+        give_up: int,
     ) -> tuple[Verdict, str]:
-        """Manifests and the leaf rule first (digests only), then the op's tensors and math."""
+        """Manifests and the leaf rule first (digests only, no profile needed), then the op's
+        tensors and math under the profile the result names."""
         model = served.model
         op = model.ops[action.op]
 
@@ -218,6 +216,14 @@ class VoterService:
         if not set(op.outputs) <= set(after.names()):
             # Only a model with a dead op output gets here: no honest prover could serve it.
             raise Settled(f"op {action.op} has outputs outside S_{action.op + 1}: abstaining")
+        judge = await judge_for(self.ctx, view, peers)
+        if judge is None:
+            # Never judged with another profile: retried on later heads, and if nobody ever
+            # serves the named profile this member abstains (a non-voter).
+            raise ProfileUnavailable(
+                f"profile 0x{view.profile_id.hex()[:16]} named by the result is unknown here"
+            )
+        served = ServedModel(model, view.profile_id, judge)
         try:
             inputs, claimed = await asyncio.gather(
                 fetch("op inputs", lambda: self.ctx.data.tensors(before, op.inputs, peers)),

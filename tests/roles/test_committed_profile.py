@@ -22,6 +22,7 @@ from taonode.roles.context import ProfileUnavailable
 from taonode.roles.profiles import ProfileBook, parse_profile_bytes
 from taonode.roles.voter import VoterService
 from taonode.runtime.profile import Profile, ProfileError, SegmentProfile, save_profile
+from tests.roles.network import store_frontiers
 from tests.roles.rolekit import (
     FAST,
     FORGED_OP,
@@ -32,6 +33,7 @@ from tests.roles.rolekit import (
     Views,
     World,
     adjudicate,
+    blob_store,
     leaf_view,
     party,
     prover_store,
@@ -284,3 +286,28 @@ def test_model_store_refuses_a_profile_file_that_is_not_its_id_reverts(
         load_models(models)
     with pytest.raises(ModelStoreError, match="is not stored"):
         add_profile(tmp_path / "empty-store", current)
+
+
+async def test_rule_break_is_voted_even_when_the_named_profile_is_unknown_reverts(
+    tmp_path: Path, world: World, compute: ComputeWorker
+) -> None:
+    # The leaf rule needs no profile: a prover naming a profile nobody serves still loses a
+    # provable break (here an extra name in S_4).
+    frontiers = [dict(f) for f in world.frontiers]
+    frontiers[HONEST_OP + 1]["smuggled"] = frontiers[HONEST_OP + 1]["add"]
+    remote = Transport()
+    store = blob_store(tmp_path / "prover-blobs")
+    digests, _ = store_frontiers(store, frontiers)
+    remote.stores["prover-peer"] = store
+    unknown = tight(local_profile(world)).profile_id
+    verdict, _ = await adjudicate(
+        tmp_path,
+        world,
+        remote,
+        digests,
+        HONEST_OP,
+        compute,
+        profile_id=unknown,
+        judges=book(world, tmp_path, remote=remote),
+    )
+    assert verdict is Verdict.THEORETICAL_VIOLATION
