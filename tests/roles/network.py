@@ -67,12 +67,16 @@ class Network:
         closed = (ResultStatus.FINALIZED, ResultStatus.REJECTED, ResultStatus.VOIDED)
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout_s
+        views: list[JobView | None] = []
         while loop.time() < end:
-            view = self.challenger.driver.state.views.get(job_id)
-            if view is not None and view.status in closed:
-                return view
+            # Any node's view will do: each folds the same chain events (one node's watcher
+            # falling behind must not hide the outcome).
+            views = [n.driver.state.views.get(job_id) for n in self.nodes]
+            for view in views:
+                if view is not None and view.status in closed:
+                    return view
             await asyncio.sleep(0.2)
-        raise AssertionError(f"job not resolved in {timeout_s} s: {view}")
+        raise AssertionError(f"job not resolved in {timeout_s} s: {views}")
 
 
 @contextlib.asynccontextmanager
