@@ -1,8 +1,12 @@
 """The node's local model store: exported programs with their calibrated profiles.
 
-Layout: ``<models_dir>/<model id hex>.pt2`` next to ``<model id hex>.profile.json``. A model
-is served (proved, challenged, judged) only with its profile; the file name is checked against
-the program's own model id on load, so a swapped file is refused rather than served.
+Layout: ``<models_dir>/<model id hex>.pt2`` next to ``<model id hex>.profile.json`` (the
+profile this node's prover commits to), plus any number of further profiles of the stored
+models under ``<models_dir>/profiles/<profile id hex>.json`` (canonical bytes, so the file
+name is the keccak of the content). Challengers and voters judge a result by the profile id it
+names, so a node may need several profiles per model. A model is served only with its profile;
+file names are checked against the program's model id and the profile's id on load, so a
+swapped file is refused rather than served.
 """
 
 from __future__ import annotations
@@ -11,8 +15,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from eth_hash.auto import keccak
+
 from taonode.runtime.graph import Model, ModelError, load
-from taonode.runtime.profile import Profile, ProfileError, load_profile
+from taonode.runtime.profile import Profile, ProfileError, check_profile_model, load_profile
+
+PROFILES = "profiles"
 
 
 class ModelStoreError(Exception):
@@ -24,6 +32,8 @@ class StoredModel:
     model: Model
     profile: Profile
     path: Path
+    profiles: tuple[Profile, ...] = ()
+    """Further profiles of this model held by id (``profiles/``), current one excluded."""
 
 
 def _paths(models_dir: Path, model_id: bytes) -> tuple[Path, Path]:
@@ -92,4 +102,59 @@ def load_models(models_dir: Path) -> list[StoredModel]:
                 f"{pt2}: file name does not match the program's model id 0x{model.model_id.hex()}"
             )
         out.append(StoredModel(model, profile, pt2))
+    extra = _extra_profiles(models_dir, {s.model.model_id: s.model for s in out})
+    return [
+        StoredModel(
+            s.model,
+            s.profile,
+            s.path,
+            tuple(
+                p
+                for p in extra
+                if p.model_id == s.model.model_id and p.profile_id != s.profile.profile_id
+            ),
+        )
+        for s in out
+    ]
+
+
+def _extra_profiles(models_dir: Path, models: dict[bytes, Model]) -> list[Profile]:
+    out: list[Profile] = []
+    for path in sorted((models_dir / PROFILES).glob("*.json")):
+        data = path.read_bytes()
+        if keccak(data).hex() != path.stem:
+            raise ModelStoreError(f"{path}: file name is not the keccak of its content")
+        try:
+            profile = load_profile(path)
+        except ProfileError as exc:
+            raise ModelStoreError(str(exc)) from None
+        if profile.canonical() != data:
+            raise ModelStoreError(f"{path}: profile is not in canonical form")
+        model = models.get(profile.model_id)
+        if model is None:
+            raise ModelStoreError(
+                f"{path}: profile of model 0x{profile.model_id.hex()}, not stored"
+            )
+        try:
+            check_profile_model(profile, model)
+        except ProfileError as exc:
+            raise ModelStoreError(f"{path}: {exc}") from None
+        out.append(profile)
     return out
+
+
+def add_profile(models_dir: Path, profile_path: Path) -> Profile:
+    """Store a further profile of a stored model under its id (idempotent)."""
+    try:
+        profile = load_profile(profile_path)
+    except ProfileError as exc:
+        raise ModelStoreError(str(exc)) from None
+    pt2, _ = _paths(models_dir, profile.model_id)
+    if not pt2.is_file():
+        raise ModelStoreError(f"{profile_path}: model 0x{profile.model_id.hex()} is not stored")
+    target = models_dir / PROFILES / f"{profile.profile_id.hex()}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_bytes(profile.canonical())
+    tmp.replace(target)
+    return profile

@@ -69,7 +69,7 @@ class Node:
 
     async def _role_spec(self, parts: ChainParts) -> RoleNodeSpec:
         config = self.config
-        _, served = load_served(config, parts.deployment.params.k)
+        stored, served = load_served(config, parts.deployment.params.k)
         if not served:
             get_logger("taonode.node").warning(
                 "no models: this node can register and watch, but not prove, check or judge",
@@ -98,6 +98,7 @@ class Node:
             register_voter=config.voter.auto_register,
             cheat=self.cheat,
             start_block=min(head, parts.deployment.block),
+            profiles=tuple(p for s in stored for p in s.profiles),
         )
 
     def status(self) -> dict[str, Any]:

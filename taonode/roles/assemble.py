@@ -37,9 +37,11 @@ from taonode.roles.jobdata import BlobServer, JobData, blob_digest, verify_blob
 from taonode.roles.metrics import RoleMetrics
 from taonode.roles.payouts import PayoutCollector
 from taonode.roles.peers import PeerBook
+from taonode.roles.profiles import ProfileBook, ServingWithProfiles, verify_profile_blob
 from taonode.roles.prover import ProverService
 from taonode.roles.registered import RegisteredKeys
 from taonode.roles.voter import VoterService
+from taonode.runtime.profile import Profile
 from taonode.service import Component
 from taonode.signer import Signer
 from taonode.store.blobs import BlobStore
@@ -71,6 +73,8 @@ class RoleNodeSpec:
     register_voter: bool = True
     cheat: Cheat | None = None
     start_block: int = 0
+    profiles: tuple[Profile, ...] = ()
+    """Profiles known besides each served model's current one (judged by id)."""
 
 
 class _Lifecycle:
@@ -170,6 +174,15 @@ async def build_role_node(
     metrics = RoleMetrics(registry)
     cheat = spec.cheat
     serve = BlobServer(blobs)
+    # Every profile this node knows (its model store's, and those fetched by id) is served to
+    # peers under its id, next to the trace blobs.
+    book = ProfileBook(
+        spec.models,
+        params.k,
+        device=spec.device,
+        profiles=spec.profiles,
+        store_dir=data / "profiles",
+    )
     # Only registered (staked) voters' votes are relayed or buffered.  Node records are not
     # gated: provers and challengers publish them without being in the stake registry.
     registered = RegisteredKeys(contracts.stakes, poll_interval_s=max(0.2, spec.poll_interval_s))
@@ -183,10 +196,12 @@ async def build_role_node(
         ),
         spec.signer,
         registry,
-        blob_source=serve,
-        blob_verifier=verify_blob,
+        blob_source=ServingWithProfiles(serve, book),
+        # Profile ids are checked first: a keccak over at most 4 MiB, before any parse.
+        blob_verifier=lambda d, p: verify_profile_blob(d, p) or verify_blob(d, p),
         is_registered=registered,
     )
+    book.remote = p2p
     errors = ErrorDecoder([contracts.coordinator.abi, contracts.stakes.abi, contracts.models.abi])
     sender = TxSender(
         w3,
@@ -233,6 +248,7 @@ async def build_role_node(
         peers=peers,
         views=views,
         device=spec.device,
+        judges=book,
     )
 
     policies: list[tuple[str, Policy]] = []
@@ -256,7 +272,15 @@ async def build_role_node(
         handlers[d.PostProverMove] = prover.post_move
         policies.append(("prover", lambda job, head: d.prover_decide(job, me, head)))
     if "challenger" in spec.roles:
-        challenger = ChallengerService(ctx, store, spec.sample_rate, kick)
+        challenger = ChallengerService(
+            ctx,
+            store,
+            spec.sample_rate,
+            kick,
+            # Stop fetching a quarter of the move timeout before the deadline: re-execution
+            # and landing the move transaction need the rest.
+            deadline_margin=max(3, params.move_timeout // 4),
+        )
         services.append(challenger)
         handlers[d.Evaluate] = challenger.evaluate
         handlers[d.Challenge] = challenger.challenge

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from eth_hash.auto import keccak
 
+from taonode.protocol.consistency import carried_values, produced_values
 from taonode.protocol.schedule import num_subsegments, subsegment
 from taonode.protocol.votes import Verdict
 from taonode.runtime import safejson
@@ -533,12 +534,29 @@ def select_subsegment(
     excesses = []
     for j in range(s):
         lo, hi = subsegment(a, b, k, j)
+        # Carried values must pass unchanged (the leaf/cut rule of
+        # taonode.protocol.consistency): a rewritten one is infinite excess. Re-execution
+        # judges only the values the sub-segment produces.
+        if any(
+            not _bit_identical(frontiers[lo][n], frontiers[hi][n])
+            for n in carried_values(model.frontiers, lo, hi)
+        ):
+            excesses.append(float("inf"))
+            continue
         own = run_segment(model, lo, hi, frontiers[lo], device)
-        dev = frontier_deviation(frontiers[hi], own)
+        produced = produced_values(model.frontiers, lo, hi)
+        dev = frontier_deviation(
+            {n: frontiers[hi][n] for n in produced if n in frontiers[hi]},
+            {n: own[n] for n in produced},
+        )
         excesses.append(dev / profile.segment_threshold(k, lo, hi))
     best = max(range(s), key=lambda j: excesses[j])
     lo, hi = subsegment(a, b, k, best)
     return SegmentChoice(best, lo, hi, excesses[best], tuple(excesses))
+
+
+def _bit_identical(x: torch.Tensor, y: torch.Tensor) -> bool:
+    return x.shape == y.shape and x.dtype == y.dtype and bool(torch.equal(x, y.to(x.device)))
 
 
 def compare_traces(
