@@ -112,8 +112,10 @@ class ChallengerService:
         served = await self._committed(view, served, peers)
         model = served.model
         started = time.perf_counter()
-        # The challenge must land before the window closes: retry until a margin before it.
-        give_up = view.window_end - self.deadline_margin
+        # The challenge must land before the window closes: retry for half the time left (at
+        # least a margin before the end), so the challenge itself still has time to be mined.
+        left = view.window_end - self.ctx.views.head()
+        give_up = view.window_end - max(self.deadline_margin, left // 2)
         try:
             ends = await asyncio.gather(
                 self._manifest(view.input_digest, peers, give_up),
