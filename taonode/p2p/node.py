@@ -654,8 +654,13 @@ class P2PNode:
             if self._blob_source is None:
                 await stream.write(struct.pack(">BQ", blobproto.NOT_FOUND, 0))
                 return
+            # A source may answer per asking peer (``for_peer``): who asks is part of serving.
+            source = self._blob_source
+            for_peer = getattr(source, "for_peer", None)
+            if for_peer is not None:
+                source = for_peer(str(stream.muxed_conn.peer_id))
             sent = await blobproto.serve(
-                stream, self._blob_source, self._serve_limit, self.config.blob_idle_timeout_s
+                stream, source, self._serve_limit, self.config.blob_idle_timeout_s
             )
             self.metrics.blob_bytes.labels("out").inc(sent)
         except Exception as e:

@@ -18,6 +18,7 @@ from eth_account.messages import encode_defunct
 
 from taonode.protocol.decisions import Assessment, Challenge, ChooseSubsegment, Evaluate
 from taonode.protocol.decisions import should_sample as sample_draw
+from taonode.roles.behaviour import ChallengerBehaviour
 from taonode.roles.context import RoleContext, ServedModel
 from taonode.roles.driver import Settled
 from taonode.roles.jobdata import DataUnavailable
@@ -37,8 +38,11 @@ class ChallengerService:
         sample_rate: float,
         on_change: Callable[[], None] = lambda: None,
         fetch_attempts: int = 3,
+        behaviour: ChallengerBehaviour | None = None,
     ) -> None:
         self.ctx = ctx
+        self.behaviour = behaviour or ChallengerBehaviour()
+        self.behaviour.attach(ctx)
         self.store = store
         self.sample_rate = sample_rate
         self.on_change = on_change
@@ -83,6 +87,10 @@ class ChallengerService:
         view = self.ctx.views.view(action.job_id)
         if view is None:
             raise Settled("unknown job")
+        chosen = self.behaviour.assess(view)
+        if chosen is not None:
+            await self._remember(action.job_id, chosen, chosen_by="behaviour")
+            return
         served = self.ctx.models.get(view.model_id)
         signature = self.ctx.signer.sign_message(encode_defunct(primitive=action.job_id))
         if served is None or not sample_draw(signature, self.sample_rate):
@@ -181,7 +189,7 @@ class ChallengerService:
         self.ctx.metrics.reexecution_seconds.labels(role="challenger").observe(
             time.perf_counter() - started
         )
-        index = max(range(len(excesses)), key=lambda j: (excesses[j], -j))
+        index = self.behaviour.choose(action, excesses)
         log.info(
             "sub-segment chosen",
             job=action.job_id.hex(),

@@ -16,6 +16,7 @@ from taonode.p2p.committee import CommitteeChannel, CommitteeRound
 from taonode.protocol.decisions import Adjudicate, DirectVote, GossipVote, SubmitVotes
 from taonode.protocol.dispute import Phase
 from taonode.protocol.votes import Verdict
+from taonode.roles.behaviour import VoterBehaviour
 from taonode.roles.context import RoleContext, ServedModel
 from taonode.roles.driver import Settled
 from taonode.roles.jobdata import DataUnavailable
@@ -37,8 +38,11 @@ class VoterService:
         register_stake: int | None = None,
         peer_record: tuple[bytes, list[str]] | None = None,
         direct_vote_margin: int = 3,
+        behaviour: VoterBehaviour | None = None,
     ) -> None:
         self.ctx = ctx
+        self.behaviour = behaviour or VoterBehaviour()
+        self.behaviour.attach(ctx)
         self.store = store
         self.committee = committee
         self.on_change = on_change
@@ -129,6 +133,7 @@ class VoterService:
         self.ctx.metrics.reexecution_seconds.labels(role="voter").observe(
             time.perf_counter() - started
         )
+        verdict = self.behaviour.verdict(view, verdict)
         log.info("leaf judged", job=action.job_id.hex(), op=action.op, verdict=verdict.name)
         # Persisted before it is used: a restarted voter must vote what it judged.
         await self.store.run(
