@@ -121,22 +121,30 @@ class WrongNumOps(OtherWeights):
         return forged_commitment(self.blobs, job.model, [*frontiers, frontiers[-1]])
 
 
-class TamperLastOpSteer(ProverBehaviour):
-    """Scales the model outputs (a cheat in the last op only) and, for ``hold_s`` seconds of
-    every challenger decision window, withholds the frontier ending the first sub-segment, so a
-    challenger that scores missing data as the worst deviation walks down to an honest op."""
+class TamperLastOp(ProverBehaviour):
+    """Scales the model outputs in the committed trace: a cheat in the last op only, every
+    earlier op honest."""
 
-    def __init__(self, jobs: set[bytes], factor: float = 1.05, hold_s: float = 3.0) -> None:
-        self.jobs = jobs
+    def __init__(self, factor: float = 1.05) -> None:
         self.factor = factor
-        self.hold_s = hold_s
-        self._windows: dict[tuple[bytes, int], float] = {}
 
     def rewrite_trace(self, job: ProverJob, trace: Trace) -> Trace:
         values = dict(trace.values)
         for name in job.model.ops[-1].outputs:
             values[name] = values[name] * self.factor
         return Trace(values)
+
+
+class WithholdSteering(TamperLastOp):
+    """The last-op cheat, and for ``hold_s`` seconds of every challenger decision window it
+    withholds the frontier ending the first sub-segment, so a challenger that scores missing
+    data as the worst deviation walks down to an honest op; everything is served at the leaf."""
+
+    def __init__(self, jobs: set[bytes], factor: float = 1.05, hold_s: float = 3.0) -> None:
+        super().__init__(factor)
+        self.jobs = jobs
+        self.hold_s = hold_s
+        self._windows: dict[tuple[bytes, int], float] = {}
 
     def serves(self, digest: bytes, peer: str | None) -> bool:
         assert self.ctx is not None
@@ -237,15 +245,15 @@ class SelfChallengeShield(_Tracked):
 
 
 class SelfChallengeThrow(_Tracked):
-    """Like the shield, but the sybil plays the game, walks it to an honest leaf and loses the
-    vote on purpose."""
+    """Like the shield, but the prover cheats in its last op only and the sybil plays the game:
+    it walks to an honest leaf and loses the vote on purpose."""
 
     name = "self-challenge-throw"
-    summary = "fp16 prover's sybil challenger walks to an honest leaf and loses"
+    summary = "last op × 1.05; a sybil challenger walks to an honest leaf and loses"
 
     def parties(self) -> list[Party]:
         return [
-            Party("prover", PROVER, prover=OtherWeights(cast_weights(torch.float16))),
+            Party("prover", PROVER, prover=TamperLastOp()),
             Party("sybil", CHALLENGER, challenger=Disputer(self.job_ids), poll_interval_s=0.05),
         ]
 
@@ -350,7 +358,7 @@ BUILTIN: dict[str, Callable[[], Strategy]] = {
     "withhold-steering": lambda: ProverCheat(
         "withhold-steering",
         "last op × 1.05, withholds honest sub-segment ends while the challenger decides",
-        TamperLastOpSteer,
+        WithholdSteering,
     ),
     "self-challenge-shield": SelfChallengeShield,
     "self-challenge-throw": SelfChallengeThrow,
