@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sys
 import tempfile
 import time
@@ -26,6 +27,7 @@ import torch
 from prometheus_client import CollectorRegistry
 
 from taonode.adversary.builtin import BUILTIN
+from taonode.adversary.crash import RestartableNode
 from taonode.adversary.ledger import Ledger, net, read_ledger
 from taonode.adversary.load import load_strategy
 from taonode.adversary.report import adversary_table
@@ -271,7 +273,7 @@ class Devnet:
         components: list[Component] = []
         addresses: dict[int, dict[str, str]] = {i: {} for i in range(len(self.scenarios))}
         signers: dict[int, dict[str, LocalSigner]] = {i: {} for i in range(len(self.scenarios))}
-        nodes_of: dict[int, dict[str, RoleNode]] = {i: {} for i in range(len(self.scenarios))}
+        nodes_of: dict[int, dict[str, Any]] = {i: {} for i in range(len(self.scenarios))}
         for number, (name, party, owner) in enumerate(layout):
             signer = LocalSigner(keys[1 + number])
             self.labels[str(signer.address).lower()] = name
@@ -300,9 +302,15 @@ class Devnet:
             node = await build_role_node(spec, chain.w3, CollectorRegistry())
             bootstrap.append(f"/ip4/127.0.0.1/tcp/{port}/p2p/{node.p2p.peer_id}")
             self.nodes.append(node)
-            components.extend(node.components)
-            if owner is not None:
-                nodes_of[owner][party.name] = node
+            if party.restartable:
+                runner = RestartableNode(name, functools.partial(self._rebuild, spec, chain), node)
+                components.append(runner)
+                if owner is not None:
+                    nodes_of[owner][party.name] = runner
+            else:
+                components.extend(node.components)
+                if owner is not None:
+                    nodes_of[owner][party.name] = node
             if node.prover is not None and owner is not None:
                 api = ApiServer(
                     build_app(
@@ -328,7 +336,7 @@ class Devnet:
                     chain.w3, self.deployment, DirectTransactor(chain.w3, own[party])
                 ),
                 _views=observer.driver.state.views.get,
-                _nodes=nodes_of[index],
+                _nodes=dict(nodes_of[index]),
             )
         components.append(BlockClock(chain, opts.block_interval_s))
         components.append(_Task("scenarios", lambda: self._scenarios(model, example), self._stop))
@@ -350,6 +358,12 @@ class Devnet:
         ok = all(s.passed for s in self.scenarios)
         self.say("devnet: PASS" if ok else "devnet: FAIL")
         return 0 if ok else 1
+
+    async def _rebuild(self, spec: RoleNodeSpec, chain: LocalChain) -> RoleNode:
+        node = await build_role_node(spec, chain.w3, CollectorRegistry())
+        # The observer-side lists follow the live node (ledger, gas and journals read it).
+        self.nodes = [node if n.spec.name == spec.name else n for n in self.nodes]
+        return node
 
     async def _scenarios(self, model: Model, example: Sequence[torch.Tensor]) -> None:
         # Let the mesh form and the voters register before the first job.

@@ -286,6 +286,75 @@ class FalseChallenger(_Tracked):
         ]
 
 
+class FalseChallengerRestart(FalseChallenger):
+    """The false challenger again, while the honest prover is killed abruptly (no graceful
+    shutdown) mid-dispute and restarted from its store: it must still win."""
+
+    name = "false-challenger-restart"
+    summary = "false challenger; the honest prover is killed and restarted mid-dispute"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kills = 0
+
+    def parties(self) -> list[Party]:
+        return [
+            Party("victim", PROVER, honest=True, restartable=True),
+            Party("liar", CHALLENGER, challenger=Disputer(self.job_ids), poll_interval_s=0.05),
+        ]
+
+    async def play(self, arena: Arena) -> None:
+        # Crash once the prover has made its first move, before it owes the next one: the
+        # restarted node must find the dispute in its store and on chain and answer in time.
+        while True:
+            for job_id in self.job_ids:
+                view = arena.view(job_id)
+                d = view.dispute if view is not None else None
+                if d is not None and (d.round >= 1 or d.phase is Phase.CHALLENGER_MOVE):
+                    await arena.kill("victim")
+                    self.kills += 1
+                    await asyncio.sleep(1.0)
+                    await arena.restart("victim")
+                    return
+            await asyncio.sleep(0.05)
+
+
+class DataHiccup(ProverBehaviour):
+    """An honest prover with a hiccup: while its result is being voted on, the first request
+    from each peer for each blob is refused (as a busy or briefly unreachable server would)."""
+
+    def __init__(self, jobs: set[bytes]) -> None:
+        self.jobs = jobs
+        self._refused: set[tuple[str | None, bytes]] = set()
+
+    def serves(self, digest: bytes, peer: str | None) -> bool:
+        assert self.ctx is not None
+        voting = False
+        for job_id in list(self.jobs):
+            view = self.ctx.views.view(job_id)
+            if view is not None and view.dispute is not None:
+                voting = voting or view.dispute.phase is Phase.VOTING
+        if not voting or (peer, digest) in self._refused:
+            return True
+        self._refused.add((peer, digest))
+        return False
+
+
+class DataGriefing(_Tracked):
+    """A false challenger disputes an honest result whose prover answers each committee
+    member's first request for each blob with a refusal: one hiccup must not slash it."""
+
+    name = "da-griefing"
+    summary = "false challenger; the honest prover refuses each voter's first fetch"
+    expected = "challenger loses its bond"
+
+    def parties(self) -> list[Party]:
+        return [
+            Party("victim", PROVER, prover=DataHiccup(self.job_ids), honest=True),
+            Party("liar", CHALLENGER, challenger=Disputer(self.job_ids), poll_interval_s=0.05),
+        ]
+
+
 class NanFarming(_Tracked):
     """An honest prover fed inputs with a NaN, so its honest outputs are NaN: bait for
     challengers whose excess treats NaN as infinite while the committee treats NaNs as equal."""
@@ -364,6 +433,8 @@ BUILTIN: dict[str, Callable[[], Strategy]] = {
     "self-challenge-throw": SelfChallengeThrow,
     "sybil-voter": SybilVoter,
     "false-challenger": FalseChallenger,
+    "false-challenger-restart": FalseChallengerRestart,
+    "da-griefing": DataGriefing,
     "nan-farming": NanFarming,
 }
 """Built-in strategies by name (a fresh instance per call)."""
@@ -377,6 +448,9 @@ ATTACKS = (
     "withhold-steering",
     "sybil-voter",
     "false-challenger",
+    "false-challenger-restart",
+    "da-griefing",
+    "nan-farming",
 )
-"""The issue-11 attacks that run on the reference Transformer (nan-farming needs a model with
-floating-point inputs)."""
+"""Every issue-11 attack (nan-farming needs a model with floating-point inputs: ``--model
+cnn`` or ``unet``)."""

@@ -37,6 +37,8 @@ class Party:
     honest: bool = False
     """A party the strategy needs but that plays honestly: it must not lose anything."""
     poll_interval_s: float = 0.2
+    restartable: bool = False
+    """Run the node so that :meth:`Arena.kill` and :meth:`Arena.restart` can crash it."""
 
 
 @dataclass
@@ -68,7 +70,16 @@ class Arena:
 
     def node(self, party: str) -> Any:
         """The party's running role node (:class:`taonode.roles.assemble.RoleNode`)."""
-        return self._nodes[party]
+        runner = self._nodes[party]
+        return getattr(runner, "node", runner)
+
+    async def kill(self, party: str) -> None:
+        """Kill a ``restartable`` party's node abruptly (as SIGKILL would: nothing flushed)."""
+        await self._nodes[party].kill()
+
+    async def restart(self, party: str) -> None:
+        """Start a killed party's node again from its data directory."""
+        await self._nodes[party].restart()
 
 
 @dataclass(frozen=True)
