@@ -321,7 +321,6 @@ class Devnet:
                 )
                 self._apis[(owner, party.name)] = api
                 components.append(api)
-        observer = self.nodes[0]
         for index in range(len(self.scenarios)):
             own = signers[index]
             self._arenas[index] = Arena(
@@ -335,7 +334,7 @@ class Devnet:
                 _as=lambda party, own=own: Contracts.connect(
                     chain.w3, self.deployment, DirectTransactor(chain.w3, own[party])
                 ),
-                _views=observer.driver.state.views.get,
+                _views=lambda job_id: self.nodes[0].driver.state.views.get(job_id),
                 _nodes=dict(nodes_of[index]),
             )
         components.append(BlockClock(chain, opts.block_interval_s))

@@ -2,7 +2,7 @@
 
 Every role service asks one behaviour object at its decision points. The classes here are the
 honest behaviour, and the daemon only ever uses them; the devnet and the tests hand a node a
-subclass from :mod:`taonode.adversary` instead to make it misbehave in any way the protocol
+subclass from the adversary package instead to make it misbehave in any way the protocol
 allows (docs/adversary.md). Keeping the choice points generic means the production roles carry
 no branch for any particular cheat: they call the hook and do what it returns.
 
