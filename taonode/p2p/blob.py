@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import blake3
@@ -75,34 +76,96 @@ async def read_exactly(stream: Any, n: int, idle_timeout: float) -> bytes:
     return bytes(buf)
 
 
-async def serve(stream: Any, source: BlobSource, limiter: trio.Semaphore, idle: float) -> int:
-    """Answer one request on ``stream``; returns the payload bytes sent."""
-    req = await read_exactly(stream, _REQ.size, idle)
+@dataclass
+class ServeLimits:
+    """How much of the server one transfer, and one peer, may hold.
+
+    A single slow reader used to hold every slot (8 shared, a 10 s per-chunk idle timeout
+    only): the whole committee got BUSY for as long as it kept reading (issue 12, item 3).
+    Now a peer holds at most ``per_peer`` slots, and a transfer that falls below
+    ``min_rate_bps`` on average (after ``grace_s``) is cut off.
+    """
+
+    slots: int = 8
+    per_peer: int = 2
+    idle_s: float = 10.0
+    min_rate_bps: float = 1024 * 1024
+    grace_s: float = 10.0
+
+    def deadline_s(self, length: int) -> float:
+        return self.grace_s + length / self.min_rate_bps
+
+
+class ServeSlots:
+    """Global and per-peer transfer slots (trio side: one thread, no locking)."""
+
+    def __init__(self, limits: ServeLimits) -> None:
+        self.limits = limits
+        self.active = 0
+        self._by_peer: dict[str, int] = {}
+
+    def try_acquire(self, peer: str) -> bool:
+        mine = self._by_peer.get(peer, 0)
+        if self.active >= self.limits.slots or mine >= self.limits.per_peer:
+            return False
+        self.active += 1
+        self._by_peer[peer] = mine + 1
+        return True
+
+    def release(self, peer: str) -> None:
+        self.active -= 1
+        left = self._by_peer.get(peer, 1) - 1
+        if left > 0:
+            self._by_peer[peer] = left
+        else:
+            self._by_peer.pop(peer, None)  # the map holds only peers with a transfer running
+
+
+class BlobTooSlow(BlobError):
+    reason = "too_slow"
+
+
+@dataclass(frozen=True)
+class Served:
+    """The outcome of one request (a metrics label) and the payload bytes sent."""
+
+    outcome: str
+    sent: int = 0
+
+
+async def serve(stream: Any, peer: str, source: BlobSource, slots: ServeSlots) -> Served:
+    """Answer one request on ``stream``.  Raises :class:`BlobTooSlow` when the reader is below
+    the minimum rate (the caller resets the stream)."""
+    limits = slots.limits
+    req = await read_exactly(stream, _REQ.size, limits.idle_s)
     op, digest, max_len = _REQ.unpack(req)
     if op != 1:
         raise BlobError(f"unknown op {op}")
-    try:
-        limiter.acquire_nowait()
-    except trio.WouldBlock:
+    if not slots.try_acquire(peer):
         await stream.write(_RESP.pack(BUSY, 0))
-        return 0
+        return Served("busy")
     try:
         # The store call is synchronous: a memory or mmap'd store answers in microseconds.
         payload = source.get(digest)
         if payload is None:
             await stream.write(_RESP.pack(NOT_FOUND, 0))
-            return 0
+            return Served("not_found")
         if len(payload) > max_len:
             await stream.write(_RESP.pack(TOO_LARGE, len(payload)))
-            return 0
-        await stream.write(_RESP.pack(OK, len(payload)))
-        view = memoryview(payload)
-        for off in range(0, len(payload), CHUNK):
-            with trio.fail_after(idle):
-                await stream.write(bytes(view[off : off + CHUNK]))
-        return len(payload)
+            return Served("too_large")
+        sent = 0
+        with trio.move_on_after(limits.deadline_s(len(payload))) as scope:
+            await stream.write(_RESP.pack(OK, len(payload)))
+            view = memoryview(payload)
+            for off in range(0, len(payload), CHUNK):
+                with trio.fail_after(limits.idle_s):
+                    await stream.write(bytes(view[off : off + CHUNK]))
+                sent = min(len(payload), off + CHUNK)
+        if scope.cancelled_caught:
+            raise BlobTooSlow(f"{sent} of {len(payload)} bytes by the deadline")
+        return Served("ok", len(payload))
     finally:
-        limiter.release()
+        slots.release(peer)
 
 
 async def fetch(stream: Any, digest: bytes, max_len: int, verifier: Verifier, idle: float) -> bytes:

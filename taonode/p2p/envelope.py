@@ -52,6 +52,7 @@ class Rejection(enum.StrEnum):
     BAD_SIGNATURE = "bad_signature"
     PEER_MISMATCH = "peer_mismatch"
     NOT_MEMBER = "not_member"
+    NOT_REGISTERED = "not_registered"
     BAD_VOTE_SIGNATURE = "bad_vote_signature"
     INTERNAL = "internal"
 
@@ -336,6 +337,16 @@ class ValidatorConfig:
     freshness_s: float = 120.0
     max_future_s: float = 10.0
     replay_cache_size: int = 200_000
+    # Kinds whose sender must pass the ``is_registered`` predicate (when one is set): votes
+    # and node records.  Stops an unstaked key from filling the committee channel's
+    # early-vote buffer or binding addresses to peer ids for free.
+    registered_kinds: frozenset[int] = frozenset({NodeRecord.KIND, VoteMessage.KIND})
+
+
+Registered = Callable[[str], bool]
+"""``is_registered(checksum_address)``: is this a registered (staked) key?  Called in the p2p
+thread for every gated envelope, so it must be a fast, non-blocking lookup (a cache the roles
+keep current from the chain)."""
 
 
 class Validator:
@@ -352,9 +363,11 @@ class Validator:
         *,
         vote_domain: VoteDomain | None = None,
         clock: Callable[[], float] = time.time,
+        is_registered: Registered | None = None,
     ) -> None:
         self.config = config or ValidatorConfig()
         self.vote_domain = vote_domain
+        self.is_registered = is_registered
         self._clock = clock
         self._seen: OrderedDict[tuple[str, bytes], float] = OrderedDict()
         self._committees: dict[bytes, frozenset[str]] = {}
@@ -385,6 +398,12 @@ class Validator:
         key = (env.sender, env.nonce)
         if key in self._seen:
             raise EnvelopeError(Rejection.REPLAY)
+        # Before the signature: a lookup is cheaper than ECDSA recovery, and a claimed
+        # registered sender is still proven by the signature below.
+        registered = self.is_registered
+        gated = registered is not None and env.kind in cfg.registered_kinds
+        if gated and registered is not None and not registered(env.sender):
+            raise EnvelopeError(Rejection.NOT_REGISTERED, env.sender)
         digest = signing_digest(topic, env.signed_prefix)
         try:
             signer = Account.recover_message(

@@ -41,6 +41,17 @@ class P2PMetrics:
             ["direction"],
             registry=registry,
         )
+        self.blob_served = Counter(
+            "taonode_p2p_blob_served_total",
+            "Blob requests answered, by outcome (ok, not_found, busy, too_large, too_slow, ...)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.blob_serving = Gauge(
+            "taonode_p2p_blob_serving",
+            "Blob transfers in progress (slots held)",
+            registry=registry,
+        )
         self.blob_seconds = Histogram(
             "taonode_p2p_blob_fetch_seconds",
             "Blob fetch latency (request to verified payload)",
@@ -57,6 +68,11 @@ class P2PMetrics:
             "taonode_p2p_vote_collection_seconds",
             "Time from joining a committee channel to quorum",
             buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.bans = Counter(
+            "taonode_p2p_peer_bans_total",
+            "Peers banned and disconnected for a penalty score over the limit",
             registry=registry,
         )
         self.dials = Counter(

@@ -33,8 +33,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub.gossipsub import PROTOCOL_ID as GOSSIP_V10
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11 as GOSSIP_V11
-from libp2p.pubsub.gossipsub import GossipSub
-from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.score import ScoreParams, TopicScoreParams
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.tools.anyio_service import background_trio_service
@@ -45,13 +44,15 @@ from taonode.p2p.envelope import (
     Envelope,
     EnvelopeError,
     Message,
+    Registered,
     Rejection,
     Validator,
     ValidatorConfig,
     message_name,
-    parse,
     seal,
 )
+from taonode.p2p.gossip import BoundedGossipSub, GuardedPubsub, throttle_library_logs
+from taonode.p2p.guard import AcceptedBytes, GuardConfig, LogThrottle, PeerGuard
 from taonode.p2p.identity import load_or_create, peer_id_of
 from taonode.p2p.metrics import P2PMetrics
 from taonode.protocol.votes import VoteDomain
@@ -88,6 +89,20 @@ class GossipConfig:
     # v1.2 (IDONTWANT) costs an extra control message per publish for ~1 KB messages that
     # gain nothing from it; we speak v1.1 and v1.0 (js-libp2p speaks both).
     protocols: tuple[str, ...] = (str(GOSSIP_V11), str(GOSSIP_V10))
+    # Seen-message cache: a message id is ignored for this long after it was first seen.
+    seen_ttl_s: int = 120
+    seen_sweep_s: int = 60
+    # py-libp2p's validation-result cache outlives the seen cache and lets a replayed seqno
+    # with new bytes skip the validator (docs/p2p.md); off unless a test turns it on.
+    library_validation_cache: bool = False
+    max_inbound_rpc_bytes: int = 4 * 1024 * 1024
+    # The library's peer score: finite thresholds (all default to -inf).  Invalid messages
+    # (P4) and protocol misbehaviour (P5) count against a peer; our own penalty score
+    # (taonode.p2p.guard) enters as the application score (P6).  An honest peer scores 0.
+    publish_threshold: float = -50.0
+    gossip_threshold: float = -20.0
+    graylist_threshold: float = -80.0
+    equivocation_entries: int = 8192
 
 
 @dataclass
@@ -97,13 +112,21 @@ class P2PConfig:
     bootstrap: tuple[str, ...] = ()
     gossip: GossipConfig = field(default_factory=GossipConfig)
     validation: ValidatorConfig = field(default_factory=ValidatorConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    # Validated-but-not-yet-delivered envelopes, keyed by their bytes.
+    accepted_entries: int = 8192
+    # At most one warning line per interval for rejected envelopes (the rest at debug).
+    reject_warn_interval_s: float = 10.0
     vote_domain: VoteDomain | None = None
-    # Blob transfer limits.
+    # Blob transfer limits (serving: slots per peer, a minimum rate; see blob.ServeLimits).
     max_blob_bytes: int = 256 * 1024 * 1024
     blob_idle_timeout_s: float = 10.0
     blob_timeout_s: float = 60.0
     max_concurrent_fetches: int = 4
     max_concurrent_serves: int = 8
+    max_serves_per_peer: int = 2
+    blob_min_rate_bps: float = 1024 * 1024
+    blob_grace_s: float = 10.0
     # Generic request/response limits.
     max_request_bytes: int = 1024 * 1024
     request_timeout_s: float = 10.0
@@ -212,13 +235,22 @@ class P2PNode:
         *,
         blob_source: blobproto.BlobSource | None = None,
         blob_verifier: blobproto.Verifier = blobproto.blake3_verifier,
+        is_registered: Registered | None = None,
     ) -> None:
         self.config = config
         self.signer = signer
         self.registry = registry
         self.metrics = P2PMetrics(registry)
-        self.validator = Validator(config.validation, vote_domain=config.vote_domain)
+        self.validator = Validator(
+            config.validation, vote_domain=config.vote_domain, is_registered=is_registered
+        )
+        self.guard = PeerGuard(config.guard)
+        self._accepted: AcceptedBytes[Envelope] = AcceptedBytes(config.accepted_entries)
+        self._reject_log = LogThrottle(config.reject_warn_interval_s)
+        self._reject_counts: dict[str, int] = {}
+        throttle_library_logs()
         self._blob_source = blob_source
+        self.metrics.blob_serving.set_function(lambda: self._serve_slots.active)
         self._blob_verifier = blob_verifier
         self._key_pair = load_or_create(config.key_file)
         self.peer_id = peer_id_of(self._key_pair)
@@ -237,7 +269,15 @@ class P2PNode:
         self._host: Any = None
         self._pubsub: Any = None
         self._fetch_limit: trio.Semaphore | None = None
-        self._serve_limit: trio.Semaphore | None = None
+        self._serve_slots = blobproto.ServeSlots(
+            blobproto.ServeLimits(
+                slots=config.max_concurrent_serves,
+                per_peer=config.max_serves_per_peer,
+                idle_s=config.blob_idle_timeout_s,
+                min_rate_bps=config.blob_min_rate_bps,
+                grace_s=config.blob_grace_s,
+            )
+        )
         self._connected: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle (asyncio)
@@ -357,6 +397,10 @@ class P2PNode:
         q: asyncio.Queue[PeerEvent] = asyncio.Queue(maxsize)
         self._peer_listeners.append(q)
         return q
+
+    def set_registered(self, is_registered: Registered | None) -> None:
+        """Install (or replace) the registered-key predicate; see :data:`Registered`."""
+        self.validator.is_registered = is_registered
 
     def set_committee(self, dispute_id: bytes, members: frozenset[str] | set[str]) -> None:
         """Membership for the dispute's vote topic: only these addresses may vote."""
@@ -491,7 +535,18 @@ class P2PNode:
         sec = {NOISE_ID: NoiseTransport(kp, noise_privkey=new_x25519().private_key)}
         host = new_host(key_pair=kp, sec_opt=sec, muxer_preference="YAMUX", listen_addrs=listen)
         g = cfg.gossip
-        router = GossipSub(
+        guard = self.guard
+        score = ScoreParams(
+            p4_invalid_messages=TopicScoreParams(weight=1.0, cap=100.0, decay=0.9),
+            p5_behavior_penalty_weight=1.0,
+            p5_behavior_penalty_decay=0.9,
+            p6_appl_slack_weight=1.0,
+            app_specific_score_fn=lambda peer: -guard.score(str(peer)),
+            publish_threshold=g.publish_threshold,
+            gossip_threshold=g.gossip_threshold,
+            graylist_threshold=g.graylist_threshold,
+        )
+        router = BoundedGossipSub(
             [TProtocol(p) for p in g.protocols],
             degree=g.degree,
             degree_low=g.degree_low,
@@ -502,11 +557,21 @@ class P2PNode:
             max_messages_per_topic_per_second=g.max_msgs_per_topic_per_s,
             # IP diversity is meaningless on one host (tests, devnet) and needs peer scoring.
             eclipse_protection_enabled=False,
+            score_params=score,
+            equivocation_entries=g.equivocation_entries,
         )
-        pubsub = Pubsub(host, router, max_inbound_rpc_size=4 * 1024 * 1024)
+        pubsub = GuardedPubsub(
+            host,
+            router,
+            guard=guard,
+            on_refused=self._t_refused,
+            library_validation_cache=g.library_validation_cache,
+            seen_ttl=g.seen_ttl_s,
+            sweep_interval=g.seen_sweep_s,
+            max_inbound_rpc_size=g.max_inbound_rpc_bytes,
+        )
         self._host, self._pubsub = host, pubsub
         self._fetch_limit = trio.Semaphore(cfg.max_concurrent_fetches)
-        self._serve_limit = trio.Semaphore(cfg.max_concurrent_serves)
         self._stop_evt = trio.Event()
         self._token = trio.lowlevel.current_trio_token()
         try:
@@ -544,6 +609,9 @@ class P2PNode:
         return [str(p) for p in self._host.get_connected_peers()]
 
     def _t_peer_change(self, peer: str, connected: bool) -> None:
+        if connected and self.guard.banned(peer):
+            self._t_spawn(self._t_disconnect, peer)  # a banned peer that dialled back in
+            return
         if connected:
             self._connected.add(peer)
         else:
@@ -596,18 +664,17 @@ class P2PNode:
             origin = str(ID(msg.from_id))
             if origin == self.peer_id:
                 return True  # our own publish: built and signed here
+            data = bytes(msg.data)
             try:
-                self.validator.validate(topic, msg.data, origin_peer=origin)
+                env = self.validator.validate(topic, data, origin_peer=origin)
             except EnvelopeError as e:
-                self.metrics.rejected.labels(e.reason.value).inc()
-                self.log.info(
-                    "envelope rejected", topic=topic, reason=e.reason.value, origin=origin
-                )
+                self._t_reject(str(forwarder), e.reason.value, topic=topic, origin=origin)
                 return False
             except Exception as e:  # never let a validator bug kill the pubsub task
-                self.metrics.rejected.labels(Rejection.INTERNAL.value).inc()
-                self.log.error("validator error", error=repr(e))
+                self._t_reject(str(forwarder), Rejection.INTERNAL.value, error=repr(e))
                 return False
+            # Delivery hands out only these exact bytes (see _t_pump).
+            self._accepted.put(data, env)
             return True
 
         pubsub.set_topic_validator(topic, validate, False)
@@ -619,14 +686,49 @@ class P2PNode:
             await self._pubsub.unsubscribe(topic)
         self._pubsub.remove_topic_validator(topic)
 
+    def _t_reject(self, peer: str, reason: str, **fields: Any) -> None:
+        """Count, penalize and log a refused message: debug per message, and at most one
+        warning per interval with the counts (10,000 hostile messages are a few lines)."""
+        self.metrics.rejected.labels(reason).inc()
+        self._reject_counts[reason] = self._reject_counts.get(reason, 0) + 1
+        self.log.debug("envelope rejected", reason=reason, forwarder=peer, **fields)
+        if self._reject_log.allow("rejected") is not None:
+            counts, self._reject_counts = self._reject_counts, {}
+            self.log.warning("envelopes rejected", counts=counts, last_forwarder=peer)
+        if reason != Rejection.INTERNAL.value and self.guard.penalize(peer, reason):
+            self._t_ban(peer)
+
+    def _t_refused(self, peer: str, reason: str) -> None:
+        """A message dropped by admission control, before any task was spawned for it."""
+        self.metrics.rejected.labels(reason).inc()
+        if reason == "rate_limited" and self.guard.check_ban(peer):
+            self._t_ban(peer)
+
+    def _t_ban(self, peer: str) -> None:
+        self.metrics.bans.inc()
+        if self._reject_log.allow(f"ban:{peer}") is not None:
+            self.log.warning(
+                "peer banned",
+                peer_id=peer,
+                score=round(self.guard.score(peer), 1),
+                ban_s=self.config.guard.ban_s,
+            )
+        self._t_spawn(self._t_disconnect, peer)
+
+    async def _t_disconnect(self, peer: str) -> None:
+        with contextlib.suppress(Exception):
+            await self._host.disconnect(ID.from_base58(peer))
+
     async def _t_pump(self, topic: str, sub: Any) -> None:
         async for msg in sub:
             origin = str(ID(msg.from_id))
             if origin == self.peer_id:
                 continue  # py-libp2p hands our own publishes back to us
-            try:
-                env: Envelope = parse(msg.data)  # already fully validated by the topic validator
-            except EnvelopeError:
+            # Only bytes the validator accepted are delivered: the library may hand us a
+            # message whose validation it skipped (a cached verdict for the same seqno).
+            env = self._accepted.take(bytes(msg.data))
+            if env is None:
+                self._t_reject(str(origin), "unvalidated", topic=topic)
                 continue
             item: Received[Any] = Received(
                 topic=topic,
@@ -649,22 +751,25 @@ class P2PNode:
                 self.metrics.dropped.inc()
 
     async def _t_serve_blob(self, stream: Any) -> None:
-        assert self._serve_limit is not None
+        peer = str(stream.muxed_conn.peer_id)
+        m = self.metrics
         try:
             if self._blob_source is None:
                 await stream.write(struct.pack(">BQ", blobproto.NOT_FOUND, 0))
+                m.blob_served.labels("not_found").inc()
                 return
             # A source may answer per asking peer (``for_peer``): who asks is part of serving.
             source = self._blob_source
             for_peer = getattr(source, "for_peer", None)
             if for_peer is not None:
-                source = for_peer(str(stream.muxed_conn.peer_id))
-            sent = await blobproto.serve(
-                stream, source, self._serve_limit, self.config.blob_idle_timeout_s
-            )
-            self.metrics.blob_bytes.labels("out").inc(sent)
+                source = for_peer(peer)
+            out = await blobproto.serve(stream, peer, source, self._serve_slots)
+            m.blob_served.labels(out.outcome).inc()
+            m.blob_bytes.labels("out").inc(out.sent)
         except Exception as e:
-            self.log.info("blob serve failed", error=repr(e))
+            reason = e.reason if isinstance(e, blobproto.BlobError) else "error"
+            m.blob_served.labels(reason).inc()
+            self.log.debug("blob serve failed", peer_id=peer, error=repr(e))
             with contextlib.suppress(Exception):
                 await stream.reset()
         finally:

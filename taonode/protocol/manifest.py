@@ -10,6 +10,7 @@ frontier always has the same bytes.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from taonode.runtime.merkle import frontier_digest
@@ -17,6 +18,10 @@ from taonode.runtime.merkle import frontier_digest
 MANIFEST_VERSION = 1
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_ENTRIES = 4096
+# The manifest's fixed shape is {"entries": [[name, hex], ...], "v": 1}: three levels of nesting.
+MAX_DEPTH = 3
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 class ManifestError(ValueError):
@@ -52,10 +57,30 @@ class FrontierManifest:
         return cls(tuple(sorted(digests.items())))
 
 
-def decode_manifest(data: bytes, expected_digest: bytes | None = None) -> FrontierManifest:
-    """Parse manifest bytes; with ``expected_digest`` also prove they belong to it."""
+def check_shape(data: bytes) -> None:
+    """Cheap, non-recursive bounds check run before any JSON decoder sees peer bytes.
+
+    Stops a stack-overflow crash: ``py_ecc`` raises the interpreter's recursion limit to 100000,
+    so the C JSON decoder overflows the C stack (segfault) on a 100,000-deep blob instead of
+    raising.  Strings are blanked first (a bracket inside a name is not nesting), then only
+    brackets are counted, so this costs one regex pass plus one pass over the brackets.
+    """
     if len(data) > MAX_MANIFEST_BYTES:
         raise ManifestError("manifest too large")
+    depth = 0
+    for b in _STRING.sub(b'""', data).translate(None, _NOT_BRACKET):
+        depth += 1 if b in b"[{" else -1
+        if depth > MAX_DEPTH:
+            raise ManifestError(f"manifest nested deeper than {MAX_DEPTH}")
+        if depth < 0:
+            raise ManifestError("manifest brackets unbalanced")
+    if data.count(b"[") > 2 * MAX_ENTRIES + 1:
+        raise ManifestError("manifest entries missing or too many")
+
+
+def decode_manifest(data: bytes, expected_digest: bytes | None = None) -> FrontierManifest:
+    """Parse manifest bytes; with ``expected_digest`` also prove they belong to it."""
+    check_shape(data)
     try:
         body = json.loads(data)
     except (ValueError, UnicodeDecodeError):

@@ -21,7 +21,7 @@ from taonode.chain.deploy import Contracts, Deployment
 from taonode.chain.sender import ErrorDecoder, FeePolicy, TxSender
 from taonode.chain.watcher import BindingLogDecoder, EventWatcher
 from taonode.p2p.committee import CommitteeChannel
-from taonode.p2p.envelope import NodeRecord
+from taonode.p2p.envelope import NodeRecord, ValidatorConfig, VoteMessage
 from taonode.p2p.node import P2PConfig, P2PNode
 from taonode.protocol import decisions as d
 from taonode.protocol.dispute import JobView
@@ -42,6 +42,7 @@ from taonode.roles.metrics import RoleMetrics
 from taonode.roles.payouts import PayoutCollector
 from taonode.roles.peers import PeerBook
 from taonode.roles.prover import ProverService
+from taonode.roles.registered import RegisteredKeys
 from taonode.roles.voter import VoterService
 from taonode.service import Component
 from taonode.signer import Signer
@@ -170,17 +171,22 @@ async def build_role_node(
     params = await read_params(contracts)
     metrics = RoleMetrics(registry)
     serve = BlobServer(blobs)
+    # Only registered (staked) voters' votes are relayed or buffered.  Node records are not
+    # gated: provers and challengers publish them without being in the stake registry.
+    registered = RegisteredKeys(contracts.stakes, poll_interval_s=max(0.2, spec.poll_interval_s))
     p2p = P2PNode(
         P2PConfig(
             key_file=spec.p2p_key_file or data / "p2p.key",
             listen=spec.listen,
             bootstrap=spec.bootstrap,
             vote_domain=params.vote_domain,
+            validation=ValidatorConfig(registered_kinds=frozenset({VoteMessage.KIND})),
         ),
         spec.signer,
         registry,
         blob_source=serve,
         blob_verifier=verify_blob,
+        is_registered=registered,
     )
     errors = ErrorDecoder([contracts.coordinator.abi, contracts.stakes.abi, contracts.models.abi])
     sender = TxSender(
@@ -317,6 +323,7 @@ async def build_role_node(
 
     components: list[Component] = [
         _Closing("state", None, close_store),
+        registered,
         _Closing("p2p", p2p.start, p2p.stop, lambda: p2p.running),
         peers,
         *([_Closing("committee", channel.start, channel.stop)] if channel is not None else []),

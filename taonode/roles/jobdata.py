@@ -13,6 +13,7 @@ then from the peers that should have it, verifying each payload before it is use
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,12 @@ from typing import Protocol
 import structlog
 import torch
 
-from taonode.protocol.manifest import FrontierManifest, ManifestError, decode_manifest
+from taonode.protocol.manifest import (
+    MAX_MANIFEST_BYTES,
+    FrontierManifest,
+    ManifestError,
+    decode_manifest,
+)
 from taonode.runtime.commit import Commitment
 from taonode.runtime.execute import Trace
 from taonode.runtime.graph import Model
@@ -55,21 +61,48 @@ class RemoteBlobs(Protocol):
     ) -> bytes: ...
 
 
+class BlobKind(enum.Enum):
+    """What a fetcher expects under a digest; it decides how the bytes are checked."""
+
+    TENSOR = "tensor"
+    MANIFEST = "manifest"
+
+
 def blob_digest(payload: bytes) -> bytes:
     """The digest a blob is stored under: BLAKE3 for tensors, the frontier digest for manifests.
 
     Raises ``ValueError`` for bytes that are neither (they are never stored or served).
+    Manifests are parsed only after :func:`~taonode.protocol.manifest.check_shape` bounded them.
     """
     if is_tensor_payload(payload):
         return payload_digest(payload)
     return decode_manifest(payload).digest
 
 
-def verify_blob(digest: bytes, payload: bytes) -> bool:
+def verify_as(kind: BlobKind, digest: bytes, payload: bytes) -> bool:
+    """Check ``payload`` against ``digest`` as the expected kind, hash before any parse.
+
+    A tensor is accepted on its BLAKE3 digest alone (never decoded here); a manifest, whose
+    frontier digest covers the entries rather than the bytes, is shape-checked with fixed
+    depth/size/entry limits, parsed, proven against the digest, and must be byte-canonical.
+    Stops a hostile peer from crashing or stalling the fetcher with crafted bytes under a
+    digest it was asked for.
+    """
     try:
-        return blob_digest(payload) == digest
+        if kind is BlobKind.TENSOR:
+            return payload_digest(payload) == digest and is_tensor_payload(payload)
+        manifest = decode_manifest(payload, digest)
+        return manifest.encode() == payload
     except (ManifestError, WireError, ValueError):
         return False
+
+
+def verify_blob(digest: bytes, payload: bytes) -> bool:
+    """Kind-agnostic check (the p2p layer's verifier): a BLAKE3 match first, no parse; only
+    then the bounded manifest check."""
+    if payload_digest(payload) == digest:
+        return is_tensor_payload(payload)
+    return verify_as(BlobKind.MANIFEST, digest, payload)
 
 
 @dataclass(frozen=True)
@@ -133,23 +166,31 @@ class JobData:
         self.max_blob_bytes = max_blob_bytes
         self.timeout_s = timeout_s
 
-    async def blob(self, digest: bytes, peers: Sequence[str]) -> bytes:
+    async def blob(
+        self, digest: bytes, peers: Sequence[str], kind: BlobKind = BlobKind.TENSOR
+    ) -> bytes:
+        """The verified bytes of ``digest`` as ``kind``; :class:`DataUnavailable` if no source
+        (local store, then each peer) has bytes that pass :func:`verify_as`."""
         hexd = digest.hex()
+        # Size first: a manifest is small, so a peer cannot make us take 256 MiB for one.
+        limit = MAX_MANIFEST_BYTES if kind is BlobKind.MANIFEST else self.max_blob_bytes
+        # Hashing (and a manifest's bounded parse) runs off the event loop.
+        check = functools.partial(verify_as, kind, digest)
         if self.local.has(hexd):
             payload = await asyncio.to_thread(self.local.get, hexd)
-            if verify_blob(digest, payload):
+            if await asyncio.to_thread(check, payload):
                 return payload
         if self.remote is not None:
             for peer in peers:
                 try:
                     payload = await asyncio.wait_for(
-                        self.remote.fetch_blob(peer, digest, max_bytes=self.max_blob_bytes),
+                        self.remote.fetch_blob(peer, digest, max_bytes=limit),
                         self.timeout_s,
                     )
                 except Exception as exc:  # any peer failure: try the next one
                     log.debug("blob fetch failed", peer=peer, digest=hexd[:16], error=repr(exc))
                     continue
-                if verify_blob(digest, payload):
+                if await asyncio.to_thread(check, payload):
                     await asyncio.to_thread(
                         functools.partial(self.local.put, expected=hexd), payload
                     )
@@ -157,14 +198,15 @@ class JobData:
         raise DataUnavailable(f"blob {hexd[:16]}… unavailable from {len(peers)} peer(s)")
 
     async def manifest(self, frontier_digest: bytes, peers: Sequence[str]) -> FrontierManifest:
-        return decode_manifest(await self.blob(frontier_digest, peers), frontier_digest)
+        payload = await self.blob(frontier_digest, peers, BlobKind.MANIFEST)
+        return decode_manifest(payload, frontier_digest)
 
     async def tensors(
         self, manifest: FrontierManifest, names: Iterable[str], peers: Sequence[str]
     ) -> dict[str, torch.Tensor]:
         wanted = list(names)
         digests = [manifest.tensor_digest(name) for name in wanted]
-        payloads = await asyncio.gather(*(self.blob(d, peers) for d in digests))
+        payloads = await asyncio.gather(*(self.blob(d, peers, BlobKind.TENSOR) for d in digests))
         return {
             name: decode_tensor(payload, digest)
             for name, digest, payload in zip(wanted, digests, payloads, strict=True)

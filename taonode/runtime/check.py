@@ -6,13 +6,14 @@ errors do not accumulate across ops and a fault is blamed on the op where it app
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 
 from taonode.protocol.votes import Verdict
-from taonode.runtime.bounds import reference_and_bound
+from taonode.runtime.bounds import OVERFLOW, reference_and_bound
 from taonode.runtime.execute import Trace, op_call_fp64, split_outputs
 from taonode.runtime.graph import Model, ModelError
 
@@ -74,16 +75,38 @@ class OpCheck:
 
 
 def normalized_error(claimed: torch.Tensor, ref: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
-    """``r = |Y - Y_ref| / B`` (0 where both sides are equal, ∞ on any non-finite mismatch)."""
-    y = claimed.to(ref.device, torch.float64) if ref.is_floating_point() else claimed.to(ref.device)
+    """``r = |Y - Y_ref| / B`` element-wise, with one rule for non-finite values (the same as
+    :func:`taonode.runtime.profile.frontier_deviation`'s, so the challenger's excess and the
+    committee's verdict agree):
+
+    * equal values, and NaN where ``Y_ref`` is NaN: ``r = 0``;
+    * ``B = ∞`` (no theoretical claim): ``r = 0`` whatever the claim, NaN and inf included —
+      except that next to a non-finite ``Y_ref`` only a non-finite claim passes;
+    * ``+inf`` claimed where ``Y_ref + B ≥`` :data:`OVERFLOW` (an honest FP32 rounding may
+      overflow there), ``−inf`` where ``Y_ref − B ≤ −OVERFLOW``: ``r = 0``;
+    * any other NaN or inf on either side: ``r = ∞``. A finite claim where every honest
+      execution overflows (``|Y_ref| − B ≥ OVERFLOW``) is > ``B`` away and fails by distance.
+
+    Integer outputs must be equal.
+    """
+    if not ref.is_floating_point():
+        y = claimed.to(ref.device)
+        eq = y == ref if not y.is_floating_point() else y.to(torch.float64) == ref.double()
+        return torch.where(eq, 0.0, math.inf).to(torch.float64)
+    y = claimed.to(ref.device, torch.float64)
     refd = ref.to(torch.float64)
-    diff = (y.to(torch.float64) - refd).abs()
-    same = (y.to(torch.float64) == refd) | (torch.isnan(y) & torch.isnan(refd))
-    r = torch.where(same, torch.zeros_like(diff), diff / bound.to(torch.float64))
-    # Unbounded elements (B = ∞) accept any finite value.
-    return torch.nan_to_num(
-        torch.where(torch.isinf(bound) & torch.isfinite(diff), 0.0, r), nan=float("inf")
+    b = bound.to(ref.device, torch.float64)
+    same = (y == refd) | (torch.isnan(y) & torch.isnan(refd))
+    overflow_ok = (torch.isposinf(y) & (refd + b >= OVERFLOW)) | (
+        torch.isneginf(y) & (refd - b <= -OVERFLOW)
     )
+    # B = ∞ waives the element; next to a non-finite reference (inf inputs) only a non-finite
+    # claim is honest — a finite one would launder an overflow into a chosen value.
+    waived = torch.isposinf(b) & (torch.isfinite(refd) | ~torch.isfinite(y))
+    ok = same | waived | overflow_ok
+    with torch.no_grad():
+        r = (y - refd).abs() / b
+    return torch.nan_to_num(torch.where(ok, 0.0, r), nan=math.inf, posinf=math.inf)
 
 
 def check_op(

@@ -256,7 +256,14 @@ def hardware_fingerprint(device: torch.device) -> dict[str, str]:
 def frontier_deviation(
     claimed: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]
 ) -> float:
-    """Max over tensors of ``max|claimed - own| / max|own|`` (∞ on shape/int/NaN mismatch)."""
+    """Max over tensors of ``max|claimed - own| / max|own|`` over finite ``own`` values.
+
+    Non-finite values follow :func:`taonode.runtime.check.normalized_error`'s rule: NaN where
+    the other side has NaN, and the same inf, are equal (0); any other NaN/inf mismatch, a
+    changed integer tensor, a missing tensor or a shape/dtype mismatch is ∞. Treating equal
+    NaNs as a deviation let a prover farm challenger bonds with NaN jobs: the challenger
+    challenged, the committee (which treats them as equal) voted WITHIN_TOLERANCE.
+    """
     worst = 0.0
     for name, y in own.items():
         c = claimed.get(name)
@@ -266,10 +273,14 @@ def frontier_deviation(
             if not torch.equal(c.to(y.device), y):
                 return float("inf")
             continue
-        diff = (c.to(y.device).double() - y.double()).abs()
-        if not bool(torch.isfinite(diff).all()):
+        cd, yd = c.to(y.device).double(), y.double()
+        same = (cd == yd) | (torch.isnan(cd) & torch.isnan(yd))
+        finite = torch.isfinite(cd) & torch.isfinite(yd)
+        if bool((~same & ~finite).any()):
             return float("inf")
-        scale = float(y.abs().max()) if y.numel() else 0.0
+        diff = torch.where(same, 0.0, (cd - yd).abs())
+        fy = yd[torch.isfinite(yd)]
+        scale = float(fy.abs().max()) if fy.numel() else 0.0
         dmax = float(diff.max()) if diff.numel() else 0.0
         if dmax > 0:
             worst = max(worst, dmax / max(scale, 2.0**-126))

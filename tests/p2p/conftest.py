@@ -36,6 +36,7 @@ async def make_node(tmp_path: Path) -> AsyncIterator[NodeFactory]:
     async def factory(name: str = "n", **kwargs: Any) -> P2PNode:
         store = kwargs.pop("blob_source", None)
         verifier = kwargs.pop("blob_verifier", None)
+        registered = kwargs.pop("is_registered", None)
         signer = kwargs.pop("signer", None) or LocalSigner(os.urandom(32))
         cfg = P2PConfig(
             key_file=tmp_path / f"{name}-{len(nodes)}.key", vote_domain=DOMAIN, **kwargs
@@ -43,7 +44,9 @@ async def make_node(tmp_path: Path) -> AsyncIterator[NodeFactory]:
         extra: dict[str, Any] = {}
         if verifier is not None:
             extra["blob_verifier"] = verifier
-        node = P2PNode(cfg, signer, CollectorRegistry(), blob_source=store, **extra)
+        node = P2PNode(
+            cfg, signer, CollectorRegistry(), blob_source=store, is_registered=registered, **extra
+        )
         nodes.append(node)
         await node.start()
         return node

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import blake3
 import pytest
 import torch
 from prometheus_client import CollectorRegistry
@@ -18,12 +20,14 @@ from torch import nn
 from taonode.p2p.node import P2PConfig, P2PNode
 from taonode.protocol.manifest import FrontierManifest
 from taonode.roles.jobdata import (
+    BlobKind,
     BlobServer,
     DataUnavailable,
     JobData,
     StoredTrace,
     blob_digest,
     store_trace,
+    verify_as,
     verify_blob,
 )
 from taonode.runtime.commit import Commitment, commit
@@ -224,3 +228,55 @@ async def test_jobdata_manifest_not_matching_frontier_digest_reverts(
     del pair.served.swap[wanted.hex()]
     tensors = await pair.fetcher.frontier(wanted, peers)
     assert set(tensors) == {name for name, _ in commitment.frontier_entries(model, 1)}
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000  # segfaults the C JSON decoder under py_ecc's limit
+
+
+async def _deep_blob_is_unavailable(p: Pair, job: Job) -> None:
+    """A peer answers a frontier digest (and a tensor digest) with 100,000-deep JSON: the
+    fetcher bounds the bytes before any decoder sees them, reports the blob unavailable, and
+    fetches honest data afterwards."""
+    assert sys.getrecursionlimit() >= 100_000  # py_ecc's setting is what made this a crash
+    frontier = job.commitment.frontier_digests[1]
+    tensor = job.commitment.tensor_digests[job.model.input_names[0]]
+    p.served.swap[frontier.hex()] = DEEP
+    p.served.swap[tensor.hex()] = DEEP
+    peers = [p.prover.peer_id]
+    with pytest.raises(DataUnavailable):
+        await p.fetcher.manifest(frontier, peers)
+    with pytest.raises(DataUnavailable):
+        await p.fetcher.blob(tensor, peers)
+    with pytest.raises(DataUnavailable):  # asked for as a manifest: too deep, never parsed
+        await p.fetcher.blob(tensor, peers, BlobKind.MANIFEST)
+    assert not p.fetcher_store.has(frontier.hex())
+    del p.served.swap[frontier.hex()], p.served.swap[tensor.hex()]
+    assert set(await p.fetcher.frontier(frontier, peers)) == {
+        name for name, _ in job.commitment.frontier_entries(job.model, 1)
+    }
+
+
+async def test_jobdata_deeply_nested_blob_from_hostile_peer_is_unavailable_not_a_crash(
+    pair: Pair, job: Job
+) -> None:
+    await _deep_blob_is_unavailable(pair, job)  # the transport's verifier refuses it
+
+
+async def test_jobdata_deeply_nested_blob_refused_by_jobdata_itself(
+    lax_pair: Pair, job: Job
+) -> None:
+    await _deep_blob_is_unavailable(lax_pair, job)  # JobData's kind-aware check refuses it
+
+
+def test_verify_blob_checks_the_hash_before_parsing_and_bounds_manifests(job: Job) -> None:
+    manifest = FrontierManifest(tuple(job.commitment.frontier_entries(job.model, 1)))
+    data = manifest.encode()
+    assert verify_blob(manifest.digest, data)
+    assert verify_as(BlobKind.MANIFEST, manifest.digest, data)
+    assert not verify_as(BlobKind.TENSOR, manifest.digest, data)  # a manifest is no tensor
+    # Same entries, not canonical bytes (a space): refused, so one digest has one byte string.
+    spaced = data.replace(b",", b", ", 1)
+    assert not verify_as(BlobKind.MANIFEST, manifest.digest, spaced)
+    # A BLAKE3 match of non-tensor bytes is not a tensor either.
+    assert not verify_blob(blake3.blake3(DEEP).digest(), DEEP)
+    assert not verify_as(BlobKind.MANIFEST, manifest.digest, DEEP)

@@ -62,6 +62,9 @@ def matmul_orders(a: Tensor, b: Tensor, g: torch.Generator) -> list[Tensor]:
         a[..., perm] @ b[perm],
         seq_sum(prods[..., perm, :], -2),
     ]
+    out.append(sorted_sum(prods, -2, True))  # descending magnitude, sequential
+    out.append(sorted_sum(prods, -2, False))
+    out.append(blocked_sum(prods, -2, g))
     # split-K with default-kernel partial GEMMs
     cut = int(torch.randint(1, max(2, k), (1,), generator=g)) if k > 1 else k
     out.append(a[..., :cut] @ b[:cut] + a[..., cut:] @ b[cut:])
@@ -92,3 +95,63 @@ def log_uniform(shape: tuple[int, ...], g: torch.Generator, decades: float) -> T
 
 def scale_of(g: torch.Generator, decades: int = 30) -> float:
     return math.pow(10.0, float(torch.randint(-decades // 2, decades // 2 + 1, (1,), generator=g)))
+
+
+# --- adversarial orders and inputs -------------------------------------------------------------
+U = 2.0**-24
+
+
+def sorted_sum(terms: Tensor, dim: int, descending: bool) -> Tensor:
+    """Sequential sum after sorting each fibre by magnitude (descending: every small term is
+    rounded against the large partial sum; ascending: the classic accurate order)."""
+    t = terms.movedim(dim, -1)
+    idx = t.abs().argsort(dim=-1, descending=descending)
+    return seq_sum(torch.gather(t, -1, idx), -1)
+
+
+def alternating(shape: tuple[int, ...], g: torch.Generator, decades: float) -> Tensor:
+    """Magnitudes over ``decades`` with strictly alternating signs (heavy cancellation)."""
+    x = log_uniform(shape, g, decades).abs()
+    sign = torch.ones(shape[-1])
+    sign[1::2] = -1
+    return x * sign
+
+
+def blocked_sum(terms: Tensor, dim: int, g: torch.Generator) -> Tensor:
+    """Blocked: random block size, default-kernel block sums merged pairwise (a GPU tree)."""
+    t = terms.movedim(dim, 0)
+    n = t.shape[0]
+    blk = int(torch.randint(1, max(2, n), (1,), generator=g))
+    parts = torch.stack([t[a : a + blk].sum(dim=0) for a in range(0, n, blk)])
+    return pairwise_sum(parts, 0)
+
+
+def tie_terms(n: int) -> Tensor:
+    """``[1, u, u, …]``: in descending sequential order every ``partial + u`` is a tie that
+    rounds to even (down), so the FP32 sum loses ``(n−1)·u`` — the worst case of ``γ_{n−1}``."""
+    x = torch.full((n,), U)
+    x[0] = 1.0
+    return x
+
+
+def tie_factors(n: int) -> Tensor:
+    """``[1, 2^-12, 2^-12, …]``: exact squares / products ``[1, u, u, …]`` (see tie_terms)."""
+    x = torch.full((n,), 2.0**-12)
+    x[0] = 1.0
+    return x
+
+
+def seq_dot_rows(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` (a: (M, K), b: (K, N)) with each output accumulated left to right in FP32."""
+    return seq_sum(a.unsqueeze(-1) * b, -2)
+
+
+def at_allowance(ref: Tensor, allowance: Tensor, sign: float = 1.0) -> Tensor:
+    """The FP32 result of an implementation that errs by (just under) ``allowance`` in the
+    direction ``sign``: the float nearest ``ref + sign·0.999·allowance``, stepped back toward
+    ``ref`` if rounding took it past the allowance. Stands in for a libm at its documented
+    worst accuracy (glibc, SLEEF, VML, CUDA intrinsics, PyTorch's polynomials)."""
+    ref = ref.double()
+    y = (ref + sign * 0.999 * allowance).float()
+    past = (y.double() - ref).abs() > allowance
+    return torch.where(past, torch.nextafter(y, ref.float()), y)
