@@ -154,7 +154,9 @@ async def prover_node(p: Prepared, workdir: Path, chain_kind: str) -> AsyncItera
     transactor = DirectTransactor(chain.w3, LocalSigner(chain.keys[0]))
     deployment = await deploy(chain.w3, transactor, DEVNET_PARAMS)
     contracts = Contracts.connect(chain.w3, deployment, transactor)
-    await contracts.models.register_model(p.model.model_id, p.profile.profile_id, f"bench:{p.name}")
+    await contracts.models.register_model(
+        p.model.model_id, p.profile.profile_id, p.model.num_ops, f"bench:{p.name}"
+    )
     judge = ProfileJudge(p.model, p.profile, DEVNET_PARAMS.k)
     spec = RoleNodeSpec(
         name="prover",

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from eth_typing import ChecksumAddress
 from eth_utils.crypto import keccak
 from web3.types import TxReceipt
 
@@ -28,7 +29,7 @@ from taonode.chain.localchain import LocalChain
 from taonode.chain.states import Phase
 from taonode.chain.tx import DirectTransactor
 from taonode.protocol import schedule
-from taonode.protocol.votes import Verdict, VoteDomain, sign_vote
+from taonode.protocol.votes import Verdict, VoteDomain, dispute_id, sign_vote
 from taonode.runtime.merkle import merkle_proof, merkle_root
 from taonode.signer import LocalSigner
 
@@ -76,7 +77,10 @@ async def run_dispute(chain: LocalChain, num_ops: int, k: int, m: int) -> list[R
     rows.append(Row("register", max(reg), f"max of {NUM_VOTERS} (mean {sum(reg) // len(reg)})"))
     rows.append(Row("topUp", gas(await c[FIRST_VOTER].stakes.top_up(value=ETHER))))
     rows.append(
-        Row("registerModel", gas(await c[CLIENT].models.register_model(h("m"), h("p"), "ipfs://m")))
+        Row(
+            "registerModel",
+            gas(await c[CLIENT].models.register_model(h("m"), h("p"), num_ops, "ipfs://m")),
+        )
     )
 
     digests = [h(f"frontier:{i}") for i in range(num_ops + 1)]
@@ -85,11 +89,11 @@ async def run_dispute(chain: LocalChain, num_ops: int, k: int, m: int) -> list[R
     root = merkle_root(claimed)
     bond = params.proverBond
     r = await c[PROVER].coordinator.commit_result(
-        h("job0"), h("m"), h("p"), h("in"), h("out"), root, num_ops, value=bond
+        h("job0"), h("m"), h("p"), claimed[0], claimed[-1], root, value=bond
     )
     rows.append(Row("commitResult", gas(r), f"target <= {TARGET_COMMIT:,}"))
     r = await c[PROVER].coordinator.commit_result(
-        h("job1"), h("m"), h("p"), h("in"), h("out"), root, num_ops, value=bond
+        h("job1"), h("m"), h("p"), claimed[0], claimed[-1], root, value=bond
     )
     rows.append(Row("commitResult (2nd)", gas(r), "warm totals"))
     rows.append(
@@ -102,7 +106,7 @@ async def run_dispute(chain: LocalChain, num_ops: int, k: int, m: int) -> list[R
     co_p, co_c = c[PROVER].coordinator, c[CHALLENGER].coordinator
     # the dispute is opened inside the window of a fresh commitment
     r = await c[PROVER].coordinator.commit_result(
-        h("job2"), h("m"), h("p"), h("in"), h("out"), root, num_ops, value=bond
+        h("job2"), h("m"), h("p"), claimed[0], claimed[-1], root, value=bond
     )
     job = h("job2")
     dispute: list[int] = []
@@ -136,7 +140,8 @@ async def run_dispute(chain: LocalChain, num_ops: int, k: int, m: int) -> list[R
     domain = VoteDomain(deployment.chain_id, deployment.coordinator)
     index = {s.address: i for i, s in enumerate(signers)}
     sigs = [
-        sign_vote(chain.keys[index[a]], domain, job, Verdict.THEORETICAL_VIOLATION) for a in members
+        sign_vote(chain.keys[index[a]], domain, dispute_id(job, 1), Verdict.THEORETICAL_VIOLATION)
+        for a in members
     ]
     r = await c[CLIENT].coordinator.submit_votes(
         job, list(range(len(sigs))), [int(Verdict.THEORETICAL_VIOLATION)] * len(sigs), sigs
@@ -153,11 +158,58 @@ async def run_dispute(chain: LocalChain, num_ops: int, k: int, m: int) -> list[R
             f"challenge..resolve, {rnd} rounds; target <= {TARGET_DISPUTE:,}",
         )
     )
+    rows.extend(await reopen_rows(c, base, chain, params, claimed, root, domain, index, m))
     rows.append(Row("withdraw (coordinator)", gas(await c[CHALLENGER].coordinator.withdraw())))
     rows.append(Row("unbond", gas(await c[FIRST_VOTER + 1].stakes.unbond(ETHER))))
     await chain.mine(params.unbondDelay)
     rows.append(Row("withdraw (stake)", gas(await c[FIRST_VOTER + 1].stakes.withdraw())))
     return rows
+
+
+async def reopen_rows(
+    c: list[Contracts],
+    base: Contracts,
+    chain: LocalChain,
+    params: DeployParams,
+    claimed: list[bytes],
+    root: bytes,
+    domain: VoteDomain,
+    index: dict[ChecksumAddress, int],
+    m: int,
+) -> list[Row]:
+    """A challenge the committee decides for the prover (the result re-opens), then a second
+    challenge of the same result (it clears the first dispute's committee and ballots)."""
+    job = h("job3")
+    co_p, co_c = c[PROVER].coordinator, c[CHALLENGER].coordinator
+    await co_p.commit_result(
+        job, h("m"), h("p"), claimed[0], claimed[-1], root, value=params.proverBond
+    )
+    await co_c.challenge(job, value=params.challengerBond)
+    while True:
+        cuts = await co_p.expected_cuts(job)
+        proofs = [p for cut in cuts for p in merkle_proof(claimed, cut)]
+        await co_p.prover_move(job, [claimed[cut] for cut in cuts], proofs)
+        d = await co_p.dispute_of(job)
+        if d.phase != Phase.CHALLENGER_MOVE:
+            break
+        interior = [claimed[cut] for cut in schedule.cuts(d.a, d.b, params.k)]
+        await co_c.challenger_move(job, 0, interior)  # towards op 0, which is honest
+        if (await co_p.dispute_of(job)).phase != Phase.PROVER_MOVE:
+            break
+    await chain.mine(2)
+    await c[CLIENT].coordinator.draw_committee(job)
+    members = await base.coordinator.committee_of(job)
+    v = Verdict.WITHIN_TOLERANCE
+    sigs = [sign_vote(chain.keys[index[a]], domain, dispute_id(job, 1), v) for a in members]
+    await c[CLIENT].coordinator.submit_votes(
+        job, list(range(len(sigs))), [int(v)] * len(sigs), sigs
+    )
+    resolved = await c[CLIENT].coordinator.resolve(job)
+    again = await c[CLIENT].coordinator.challenge(job, value=params.challengerBond)
+    return [
+        Row(f"resolve m={m} (prover won)", gas(resolved), "re-opens; majority + treasury paid"),
+        Row(f"challenge (attempt 2, m={m})", gas(again), "clears attempt 1's committee"),
+    ]
 
 
 async def open_chain(backend: str) -> LocalChain:

@@ -15,7 +15,8 @@ import sys
 from collections.abc import Sequence
 
 from taonode import __version__
-from taonode.exitcodes import EXIT_USAGE
+from taonode.exitcodes import EXIT_RUNTIME, EXIT_USAGE
+from taonode.runtime.safejson import restore_recursion_limit
 
 COMMANDS: dict[str, str] = {
     "config": "validate and show node configurations",
@@ -34,8 +35,8 @@ ROLES = ("prover", "challenger", "voter")
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        # One line: the problem first, where to read more second (``--help`` has the usage).
+        print(f"{self.prog}: error: {message} (usage: {self.prog} --help)", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
 
 
@@ -84,13 +85,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_selected_command(arguments))
     args = parser.parse_args(arguments)
+    # The command's imports are done: undo py_ecc's sys.setrecursionlimit(100000), under which
+    # deep recursion (a 100,000-deep JSON document) overflows the C stack instead of raising.
+    restore_recursion_limit()
     if args.command is not None:
-        code: int = args.func(args)
+        try:
+            code: int = args.func(args)
+        except KeyboardInterrupt:
+            print(f"taonode {args.command}: interrupted", file=sys.stderr)
+            return EXIT_RUNTIME
+        except Exception as exc:
+            # The last resort: commands check their inputs themselves (exit 2); anything that
+            # still escapes is reported as one line, never as a traceback to an operator.
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            print(f"taonode {args.command}: failed: {type(exc).__name__}: {first}", file=sys.stderr)
+            return EXIT_RUNTIME
         return code
     if args.config is None:
         parser.error("the daemon needs --config FILE (or give a COMMAND)")
     from taonode.node import run_daemon
 
+    restore_recursion_limit()
     return run_daemon(
         config_path=args.config,
         roles=tuple(args.roles) if args.roles else None,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import stat
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,13 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("\n".join(problems))
+
+    def report(self, prefix: str = "") -> str:
+        """One line for one problem; a header and one line each for several."""
+        if len(self.problems) == 1:
+            return f"{prefix}invalid configuration: {self.problems[0]}"
+        lines = [f"{prefix}invalid configuration ({len(self.problems)} problems):"]
+        return "\n".join([*lines, *(f"  {p}" for p in self.problems)])
 
 
 def _spec(
@@ -67,10 +75,64 @@ def _check_rpc(value: str) -> str | None:
     return 'must be "embedded" or an http(s):// URL'
 
 
-def _check_multiaddr(value: str) -> str | None:
-    if value.startswith("/") and len(value.split("/")) >= 3:
-        return None
-    return f"{value!r} is not a multiaddr (e.g. /ip4/127.0.0.1/tcp/4001)"
+def _parse_multiaddr(value: str) -> tuple[list[str], str | None]:
+    """(protocol names, problem): parsed by the same library the p2p host uses, so an address
+    that passes here cannot fail there (``/ip4/300.0.0.1``, port 99999, a bad peer id)."""
+    from multiaddr import Multiaddr
+
+    if not value.startswith("/"):
+        return [], f"{value!r} is not a multiaddr (e.g. /ip4/127.0.0.1/tcp/4001)"
+    try:
+        names = [p.name for p in Multiaddr(value).protocols()]
+    except Exception as exc:  # the library raises several types for malformed parts
+        reason = str(exc).split(" (string:")[0]
+        return [], f"{value!r} is not a valid multiaddr: {reason}"
+    return names, None
+
+
+_HOSTS = ("ip4", "ip6", "dns", "dns4", "dns6")
+
+
+def _check_listen(value: str) -> str | None:
+    names, problem = _parse_multiaddr(value)
+    if problem:
+        return problem
+    if len(names) != 2 or names[0] not in ("ip4", "ip6") or names[1] != "tcp":
+        return f"{value!r}: the p2p host listens on /ip4|ip6/<address>/tcp/<port> only"
+    return None
+
+
+def _check_bootstrap(value: str) -> str | None:
+    names, problem = _parse_multiaddr(value)
+    if problem:
+        return problem
+    if len(names) != 3 or names[0] not in _HOSTS or names[1] != "tcp" or names[2] != "p2p":
+        # Without /p2p/<id> the host cannot authenticate the peer: the daemon used to wait 60 s
+        # and then fail with a misleading message.
+        return f"{value!r}: a bootstrap address is /ip4|ip6|dns*/<host>/tcp/<port>/p2p/<peer id>"
+    return None
+
+
+def password_file_problem(path: Path) -> str | None:
+    """Why ``path`` may not hold a keystore password, or None.
+
+    The docs promise 0600: a password file other users can read hands them the key (with the
+    keystore, which is usually next to it), so group/world access is refused, not warned about.
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return f"file not found: {path}"
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}"
+    if not stat.S_ISREG(mode):
+        return f"{path} is not a regular file"
+    if mode & 0o077:
+        return (
+            f"{path} has mode {stat.S_IMODE(mode):04o}: other users can read it; "
+            f"run `chmod 600 {path}`"
+        )
+    return None
 
 
 def _check_device(value: str) -> str | None:
@@ -128,8 +190,8 @@ class ChainSection:
 @dataclass(frozen=True)
 class P2pSection:
     enabled: bool = _spec(default=True)
-    listen: tuple[str, ...] = _spec(default=("/ip4/127.0.0.1/tcp/0",), check=_check_multiaddr)
-    bootstrap: tuple[str, ...] = _spec(default=(), check=_check_multiaddr)
+    listen: tuple[str, ...] = _spec(default=("/ip4/127.0.0.1/tcp/0",), check=_check_listen)
+    bootstrap: tuple[str, ...] = _spec(default=(), check=_check_bootstrap)
     key_file: Path | None = _spec(default=None, path=True)
 
 
@@ -352,8 +414,10 @@ def _cross_checks(
         return
     if chain.keystore is not None and not chain.keystore.is_file():
         errors.append(f"chain.keystore: file not found: {chain.keystore}")
-    if chain.password_file is not None and not chain.password_file.is_file():
-        errors.append(f"chain.password_file: file not found: {chain.password_file}")
+    if chain.password_file is not None:
+        problem = password_file_problem(chain.password_file)
+        if problem is not None:
+            errors.append(f"chain.password_file: {problem}")
     if chain.password_env is not None and chain.password_env not in environ:
         errors.append(f"chain.password_env: environment variable {chain.password_env} is not set")
     if chain.deployment is not None and not chain.deployment.is_file():
@@ -377,6 +441,8 @@ def load_config(
         raise ConfigError([f"{source}: not UTF-8 text"]) from None
     except tomli.TOMLDecodeError as exc:
         raise ConfigError([f"{source}: malformed TOML: {exc}"]) from None
+    except RecursionError:  # tomli recurses per nesting level of inline arrays and tables
+        raise ConfigError([f"{source}: malformed TOML: nested too deeply"]) from None
     return parse_config(data, source, environ=environ, check_files=check_files)
 
 

@@ -137,6 +137,7 @@ DEVNET_PARAMS = DeployParams(
     minStake=ETHER,
     unbondDelay=20,
     maxNodes=64,
+    profileDelay=8,
 )
 
 
@@ -225,7 +226,8 @@ class Devnet:
             workdir = opts.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
             chain: LocalChain
             if opts.chain == "anvil":
-                chain = await AnvilChain.start(num_keys=keys)
+                # Interval mining: anvil's own clock moves the block deadlines.
+                chain = await AnvilChain.start(num_keys=keys, block_time=opts.block_interval_s)
             else:
                 chain = EmbeddedChain(num_keys=keys)
             try:
@@ -254,7 +256,9 @@ class Devnet:
         judge = ProfileJudge(model, profile, DEVNET_PARAMS.k)
         profile_id = profile.profile_id
         contracts = Contracts.connect(chain.w3, self.deployment, transactor)
-        await contracts.models.register_model(model.model_id, profile_id, f"devnet:{opts.model}")
+        await contracts.models.register_model(
+            model.model_id, profile_id, model.num_ops, f"devnet:{opts.model}"
+        )
         self.say(
             f"model: reference {opts.model}, {model.num_ops} ops, "
             f"id 0x{model.model_id.hex()[:16]}…, registered with profile 0x{profile_id.hex()[:16]}…"
@@ -337,7 +341,8 @@ class Devnet:
                 _views=lambda job_id: self.nodes[0].driver.state.views.get(job_id),
                 _nodes=dict(nodes_of[index]),
             )
-        components.append(BlockClock(chain, opts.block_interval_s))
+        if not isinstance(chain, AnvilChain):  # anvil mines on its own (interval mining)
+            components.append(BlockClock(chain, opts.block_interval_s))
         components.append(_Task("scenarios", lambda: self._scenarios(model, example), self._stop))
         provers = sum(1 for n in self.nodes if n.prover is not None)
         self.say(

@@ -22,9 +22,12 @@ from typing import Any
 from eth_account import Account
 from eth_utils.address import to_checksum_address
 
+from taonode.config import password_file_problem
+from taonode.runtime import safejson
 from taonode.signer import LocalSigner
 
 DEFAULT_SCRYPT_N = 1 << 18
+KEYSTORE_JSON_LIMITS = safejson.JsonLimits(max_bytes=64 << 10, max_depth=8, max_elements=1000)
 """The V3 default work factor (≈0.5 s and 256 MiB to decrypt): slow for an attacker on purpose."""
 
 
@@ -60,6 +63,7 @@ class PasswordSource:
         ask: Callable[[str], str] = getpass.getpass,
     ) -> str:
         if self.file is not None:
+            check_password_file(self.file)
             try:
                 text = self.file.read_text(encoding="utf-8")
             except OSError as exc:
@@ -144,6 +148,12 @@ def parse_private_key(text: str) -> bytes:
     return key
 
 
+def check_password_file(path: Path) -> None:
+    problem = password_file_problem(path)
+    if problem is not None:
+        raise KeystoreError(f"password file: {problem}")
+
+
 def check_permissions(path: Path) -> None:
     """Refuse a keystore that anyone but its owner can read or write."""
     try:
@@ -161,10 +171,10 @@ def check_permissions(path: Path) -> None:
 
 def read_keystore(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = safejson.load_file(path, KEYSTORE_JSON_LIMITS)
     except FileNotFoundError as exc:
         raise KeystoreError(f"keystore {path} does not exist") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, safejson.JsonLimitError) as exc:
         raise KeystoreFormatError(f"{path} is not a JSON keystore: {exc}") from exc
     if not isinstance(data, dict) or data.get("version") != 3 or "crypto" not in data:
         raise KeystoreFormatError(f"{path} is not a version 3 keystore")

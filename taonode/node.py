@@ -25,6 +25,7 @@ from taonode.logs import LogFormat, configure_logging, get_logger
 from taonode.metrics import LoopLagMonitor, NodeMetrics
 from taonode.roles.assemble import RoleNode, RoleNodeSpec, build_role_node
 from taonode.roles.behaviour import ChallengerBehaviour, ProverBehaviour, VoterBehaviour
+from taonode.runtime.safejson import restore_recursion_limit
 from taonode.service import Component, ReadinessProbe, StartupError, supervise
 from taonode.wiring import ChainParts, connect_chain, load_served, models_dir
 
@@ -79,7 +80,7 @@ class Node:
 
     async def _role_spec(self, parts: ChainParts) -> RoleNodeSpec:
         config = self.config
-        _, served = load_served(config, parts.deployment.params.k)
+        stored, served = load_served(config, parts.deployment.params.k)
         if not served:
             get_logger("taonode.node").warning(
                 "no models: this node can register and watch, but not prove, check or judge",
@@ -110,6 +111,7 @@ class Node:
             challenger_behaviour=self.behaviours.challenger,
             voter_behaviour=self.behaviours.voter,
             start_block=min(head, parts.deployment.block),
+            profiles=tuple(p for s in stored for p in s.profiles),
         )
 
     def status(self) -> dict[str, Any]:
@@ -131,6 +133,8 @@ class Node:
         budget = self.config.node.shutdown_stage_timeout_s
         try:
             await self.assemble()
+            # Every adapter is imported and built now; see taonode.runtime.safejson.
+            restore_recursion_limit()
             result = await supervise(
                 self.components, stop, start_timeout_s=60.0, stop_timeout_s=budget
             )
@@ -171,9 +175,7 @@ def run_daemon(
     try:
         config = load_config(config_path)
     except ConfigError as exc:
-        print("taonode: invalid configuration:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        print(exc.report("taonode: "), file=sys.stderr)
         return EXIT_USAGE
     if roles:
         chosen: tuple[Role, ...] = tuple(r for r in ("prover", "challenger", "voter") if r in roles)

@@ -144,3 +144,16 @@ class ReadinessProbe:
     def ready(self) -> bool:
         states = self.states()
         return bool(states) and all(states.values())
+
+    def reasons(self) -> dict[str, str]:
+        """Why components are not ready, for those that say (``not_ready_reason()``)."""
+        out: dict[str, str] = {}
+        for component in self._components:
+            explain = getattr(component, "not_ready_reason", None)
+            if explain is None:
+                continue
+            with contextlib.suppress(Exception):
+                reason = explain()
+                if reason:
+                    out[component.name] = str(reason)
+        return out

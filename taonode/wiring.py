@@ -19,10 +19,11 @@ from taonode.chain.embedded import EmbeddedChain
 from taonode.chain.localchain import BlockClock, dev_key
 from taonode.chain.rpc import http_web3
 from taonode.chain.tx import DirectTransactor, TxRequest
+from taonode.chainbinding import ChainIdentity, bind_fresh_embedded_chain, bind_rpc_chain
 from taonode.config import NodeConfig
 from taonode.keys import KeystoreError, PasswordSource, load_node_signer
 from taonode.logs import get_logger
-from taonode.modelstore import ModelStoreError, StoredModel, load_models
+from taonode.modelstore import ModelStoreError, StoredModel, check_profile_k, load_models
 from taonode.roles.context import ServedModel
 from taonode.roles.judge import ProfileJudge
 from taonode.service import Component, StartupError
@@ -45,6 +46,16 @@ def models_dir(config: NodeConfig) -> Path:
     return config.node.models_dir or config.node.data_dir / "models"
 
 
+def deployment_k(config: NodeConfig) -> int:
+    """The branching factor the node's deployment uses (what every profile must cover)."""
+    if config.chain.rpc == "embedded" or config.chain.deployment is None:
+        return DeployParams().k  # the embedded chain deploys with the defaults
+    try:
+        return Deployment.load(config.chain.deployment).params.k
+    except (OSError, ValueError, KeyError) as exc:
+        raise StartupError(f"chain.deployment: {config.chain.deployment}: {exc}") from None
+
+
 def load_signer(config: NodeConfig) -> Signer:
     chain = config.chain
     if chain.keystore is None:
@@ -60,6 +71,8 @@ def load_signer(config: NodeConfig) -> Signer:
 def load_served(config: NodeConfig, k: int) -> tuple[list[StoredModel], dict[bytes, ServedModel]]:
     try:
         stored = load_models(models_dir(config))
+        for s in stored:
+            check_profile_k(s.profile, k, s.path.with_name(s.path.stem + ".profile.json"), s.path)
     except ModelStoreError as exc:
         raise StartupError(f"models: {exc}") from None
     served = {
@@ -83,7 +96,7 @@ async def connect_chain(config: NodeConfig) -> ChainParts:
         raise StartupError("chain.deployment: a deployment file is required with a real RPC")
     try:
         deployment = Deployment.load(chain.deployment)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise StartupError(f"chain.deployment: {chain.deployment}: {exc}") from None
     signer = load_signer(config)
     w3 = http_web3(chain.rpc, timeout_s=10.0)
@@ -96,11 +109,23 @@ async def connect_chain(config: NodeConfig) -> ChainParts:
             f"chain.chain_id: the RPC reports {chain_id}, the config says {chain.chain_id}, "
             f"the deployment was made on {deployment.chain_id}"
         )
+    bind_rpc_chain(config.node.data_dir, await _identity(w3, chain_id))
     return ChainParts(w3, signer, deployment)
+
+
+async def _identity(w3: AsyncWeb3[Any], chain_id: int) -> ChainIdentity:
+    try:
+        genesis = await w3.eth.get_block(0)
+    except Exception as exc:
+        raise StartupError(f"chain.rpc: cannot read the genesis block: {exc}") from None
+    return ChainIdentity(chain_id, "0x" + bytes(genesis["hash"]).hex())
 
 
 async def _embedded(config: NodeConfig) -> ChainParts:
     chain = EmbeddedChain(num_keys=4)
+    # A new chain on every start: the previous run's journal and cursor must not be resumed.
+    identity = await _identity(chain.w3, int(await chain.w3.eth.chain_id))
+    bind_fresh_embedded_chain(config.node.data_dir, identity)
     deployer = LocalSigner(chain.keys[0])
     transactor = DirectTransactor(chain.w3, deployer)
     deployment = await deploy(chain.w3, transactor, DeployParams())
@@ -116,6 +141,8 @@ async def _embedded(config: NodeConfig) -> ChainParts:
     contracts = Contracts.connect(chain.w3, deployment, transactor)
     _, served = load_served(config, deployment.params.k)
     for model_id, entry in served.items():
-        await contracts.models.register_model(model_id, entry.profile_id, "embedded")
+        await contracts.models.register_model(
+            model_id, entry.profile_id, entry.model.num_ops, "embedded"
+        )
     clock = BlockClock(chain, config.chain.poll_interval_s)
     return ChainParts(chain.w3, signer, deployment, [clock])

@@ -7,8 +7,13 @@ import {StakeRegistry} from "./StakeRegistry.sol";
 /// @title TaoCoordinator
 /// @notice Optimistic results and their k-ary dispute game (DESIGN §2).
 ///
-/// Result: Pending --finalize (after the window)--> Finalized
-///         Pending --challenge (inside the window)--> Disputed --> Finalized | Rejected | Voided
+/// Result: Pending --finalize (after the window, no open dispute)--> Finalized
+///         Pending --challenge (inside the window)--> Disputed --> Rejected (challenger won)
+///                                                              \-> Pending (re-opened, window renewed)
+/// Challenges are queued: one dispute at a time, numbered by `attempt` (1, 2, ...). A dispute
+/// that does not reject the result (the prover won the vote, the challenger timed out, or the
+/// committee reached no decision) re-opens it with a fresh challenge window, so a result is
+/// accepted only by a window that closes with no dispute open (see docs/contracts.md).
 /// Dispute phases (all deadlines in blocks; a move is valid while block.number <= deadline,
 /// `timeout` is valid once block.number > deadline):
 ///   ProverMove     the prover posts the frontier digests at the cuts of [a, b) (the first move
@@ -27,7 +32,7 @@ contract TaoCoordinator {
         Disputed,
         Finalized,
         Rejected,
-        Voided
+        Voided // v1 only (no decision voided the result); never set since disputes re-open
     }
 
     enum Phase {
@@ -69,10 +74,13 @@ contract TaoCoordinator {
 
     struct Result {
         address prover;
-        uint32 numOps;
-        uint40 commitBlock;
+        uint32 numOps; // from the model's registration, never from the prover
+        uint40 windowEnd; // last block of the current challenge window
         Status status;
-        bytes32 traceRoot;
+        uint16 attempts; // disputes opened so far; the current (or last) one is number `attempts`
+        // keccak256(abi.encode(traceRoot, inputDigest, outputDigest)): one slot binds the trace
+        // and its ends; the trace root is revealed (and checked) by the first prover move.
+        bytes32 commitment;
     }
 
     struct Fee {
@@ -98,6 +106,7 @@ contract TaoCoordinator {
         bytes32 digestA; // frontier digest at a (inputs of the segment)
         bytes32 digestB; // frontier digest at b (outputs of the segment)
         bytes32 cutsHash; // keccak256 of the interior cut digests of the current round
+        bytes32 traceRoot; // revealed by the first prover move, checked against the commitment
     }
 
     uint8 public constant VERDICT_THEORETICAL_VIOLATION = 1;
@@ -155,9 +164,14 @@ contract TaoCoordinator {
         uint32 numOps,
         uint64 windowEnd
     );
+    /// A dispute numbered `attempt` ended without rejecting the result: it is pending again and
+    /// can be challenged until `windowEnd`.
+    event ResultReopened(bytes32 indexed jobId, uint16 attempt, uint64 windowEnd);
     event JobFunded(bytes32 indexed jobId, address indexed payer, uint256 amount);
     event ResultFinalized(bytes32 indexed jobId, address indexed prover, uint256 fee);
-    event DisputeOpened(bytes32 indexed jobId, address indexed challenger, uint64 deadline);
+    event DisputeOpened(
+        bytes32 indexed jobId, address indexed challenger, uint16 attempt, bytes32 disputeId, uint64 deadline
+    );
     event ProverMoved(
         bytes32 indexed jobId, uint8 round, uint32 a, uint32 b, uint256[] cuts, bytes32[] digests, uint64 deadline
     );
@@ -183,7 +197,10 @@ contract TaoCoordinator {
     error ResultExists(bytes32 jobId);
     error UnknownResult(bytes32 jobId);
     error BadCommitment();
+    error UnknownModel(bytes32 modelId);
     error ProfileMismatch(bytes32 modelId, bytes32 profileId);
+    error CommitmentMismatch(bytes32 traceRoot, bytes32 inputDigest, bytes32 outputDigest);
+    error TooManyAttempts(bytes32 jobId);
     error WrongBond(uint256 sent, uint256 required);
     error NotPending(bytes32 jobId);
     error WindowOpen(uint64 windowEnd);
@@ -246,37 +263,42 @@ contract TaoCoordinator {
     // ------------------------------------------------------------------ results
 
     /// @notice Posts a result with the prover bond (msg.value == proverBond). `profileId` must be
-    /// the model's current profile. Only the trace root and the op count are stored; the other
-    /// fields live in the event.
+    /// the model's active profile; N is the model's registered op count. Stored: one hash of
+    /// the trace root and the end digests (all fields are in the event).
     function commitResult(
         bytes32 jobId,
         bytes32 modelId,
         bytes32 profileId,
         bytes32 inputDigest,
         bytes32 outputDigest,
-        bytes32 traceRoot,
-        uint32 numOps
+        bytes32 traceRoot
     ) external payable {
         if (_results[jobId].status != Status.None) revert ResultExists(jobId);
-        if (jobId == bytes32(0) || traceRoot == bytes32(0) || numOps == 0 || numOps == type(uint32).max) {
-            revert BadCommitment();
-        }
+        if (jobId == bytes32(0) || traceRoot == bytes32(0)) revert BadCommitment();
         if (msg.value != proverBond) revert WrongBond(msg.value, proverBond);
-        if (profileId == bytes32(0) || models.profileOf(modelId) != profileId) {
-            revert ProfileMismatch(modelId, profileId);
-        }
-        _results[jobId] = Result(msg.sender, numOps, uint40(block.number), Status.Pending, traceRoot);
+        // Invariant: N comes from the registration (which the model id, a hash of the graph,
+        // fixes), never from the prover: a prover-chosen N + 1 sent the honest challenger's
+        // indices past the model's last op, so it could only time out.
+        (bytes32 active, uint32 numOps) = models.termsOf(modelId);
+        if (numOps == 0) revert UnknownModel(modelId);
+        // Invariant: only the model's active profile (changed through the registry's timelock)
+        // may judge a new result; a prover cannot name a looser one.
+        if (profileId == bytes32(0) || active != profileId) revert ProfileMismatch(modelId, profileId);
+        uint64 windowEnd = uint64(block.number) + challengeWindow;
+        // Invariant: the end digests are bound with the trace root in one commitment, and the
+        // first move must prove cut 0 and cut N equal to them; without this a prover could
+        // return a manipulated output while committing an honest (or recycled) trace.
+        _results[jobId] = Result(
+            msg.sender,
+            numOps,
+            uint40(windowEnd),
+            Status.Pending,
+            0,
+            keccak256(abi.encode(traceRoot, inputDigest, outputDigest))
+        );
         _bondsPlusOne += msg.value;
         emit ResultCommitted(
-            jobId,
-            msg.sender,
-            modelId,
-            profileId,
-            inputDigest,
-            outputDigest,
-            traceRoot,
-            numOps,
-            uint64(block.number) + challengeWindow
+            jobId, msg.sender, modelId, profileId, inputDigest, outputDigest, traceRoot, numOps, windowEnd
         );
     }
 
@@ -298,7 +320,9 @@ contract TaoCoordinator {
         Result storage r = _results[jobId];
         if (r.status == Status.None) revert UnknownResult(jobId);
         if (r.status != Status.Pending) revert NotPending(jobId);
-        uint64 windowEnd = uint64(r.commitBlock) + challengeWindow;
+        uint64 windowEnd = r.windowEnd;
+        // Invariant: only a window that closes with no dispute open accepts a result; a
+        // dispute's end re-opens it with a renewed window, so no dispute can finalize a result.
         if (block.number <= windowEnd) revert WindowOpen(windowEnd);
         r.status = Status.Finalized;
         _bondsPlusOne -= proverBond;
@@ -309,17 +333,29 @@ contract TaoCoordinator {
 
     // ------------------------------------------------------------------ dispute game
 
-    /// @notice Opens the dispute (disputeId == jobId) with msg.value == challengerBond.
+    /// @notice Opens the result's next dispute (attempt `attempts + 1`) with msg.value ==
+    /// challengerBond. One dispute at a time (queued challenges): while one is open, others wait
+    /// for it to end; if it does not reject the result, the result re-opens for them.
     function challenge(bytes32 jobId) external payable {
         Result storage r = _results[jobId];
         if (r.status == Status.None) revert UnknownResult(jobId);
         if (r.status != Status.Pending) revert NotPending(jobId);
-        uint64 windowEnd = uint64(r.commitBlock) + challengeWindow;
+        uint64 windowEnd = r.windowEnd;
         if (block.number > windowEnd) revert WindowClosed(windowEnd);
         if (msg.value != challengerBond) revert WrongBond(msg.value, challengerBond);
         if (msg.sender == r.prover) revert SelfChallenge();
+        uint16 attempt = r.attempts;
+        if (attempt == type(uint16).max) revert TooManyAttempts(jobId);
+        attempt += 1;
+        r.attempts = attempt;
         r.status = Status.Disputed;
         _bondsPlusOne += msg.value;
+        if (attempt > 1) {
+            // Invariant: every attempt starts from a clean game, committee and ballot box, so
+            // nothing of an earlier dispute (its seats, its votes) carries into this one.
+            delete _disputes[jobId];
+            delete _committee[jobId];
+        }
         Dispute storage d = _disputes[jobId];
         d.challenger = msg.sender;
         d.a = 0;
@@ -327,7 +363,7 @@ contract TaoCoordinator {
         d.phase = Phase.ProverMove;
         uint64 deadline = uint64(block.number) + moveTimeout;
         d.deadline = deadline;
-        emit DisputeOpened(jobId, msg.sender, deadline);
+        emit DisputeOpened(jobId, msg.sender, attempt, disputeIdFor(jobId, attempt), deadline);
     }
 
     /// @notice The prover's move. `digests` are the frontier digests at `expectedCuts(jobId)`
@@ -342,8 +378,22 @@ contract TaoCoordinator {
         if (digests.length != cutList.length) revert WrongDigestCount(digests.length, cutList.length);
         uint256 depth = _depth(r.numOps);
         if (proofs.length != depth * cutList.length) revert WrongProofLength(proofs.length, depth * cutList.length);
-        bytes32 root = r.traceRoot;
-        for (uint256 i = 0; i < cutList.length; ++i) {
+        bytes32 root = d.traceRoot;
+        uint256 verified = 0;
+        if (!d.endsBound) {
+            // The first move reveals the trace root (the one cut 0's proof leads to) and must
+            // prove cut 0 and cut N equal to the committed input and output digests.
+            // Invariant: the game descends only the committed trace, and only if its ends are
+            // the committed input and output: a trace with an honest (or recycled) body under a
+            // manipulated output cannot enter the game, so the prover can only time out.
+            root = _rootOf(cutList[0], digests[0], proofs[0:depth]);
+            if (keccak256(abi.encode(root, digests[0], digests[1])) != r.commitment) {
+                revert CommitmentMismatch(root, digests[0], digests[1]);
+            }
+            d.traceRoot = root;
+            verified = 1;
+        }
+        for (uint256 i = verified; i < cutList.length; ++i) {
             if (!_verify(root, cutList[i], digests[i], proofs[i * depth:(i + 1) * depth])) revert BadProof(cutList[i]);
         }
         uint256 first = 0;
@@ -458,8 +508,11 @@ contract TaoCoordinator {
         _expectVoting(d);
         if (verdicts.length > d.size) revert LengthMismatch();
         bytes32 domain = domainSeparator();
+        // Invariant: a vote signs the dispute (job and attempt), so a vote cast in an earlier
+        // dispute of the same result cannot be replayed into this one.
+        bytes32 disputeId = disputeIdFor(jobId, _results[jobId].attempts);
         for (uint256 i = 0; i < verdicts.length; ++i) {
-            bytes32 structHash = keccak256(abi.encode(VOTE_TYPEHASH, jobId, verdicts[i]));
+            bytes32 structHash = keccak256(abi.encode(VOTE_TYPEHASH, disputeId, verdicts[i]));
             bytes32 digest = keccak256(abi.encodePacked(hex"1901", domain, structHash));
             _record(jobId, d, seats[i], _recover(digest, signatures[i]), verdicts[i]);
         }
@@ -498,10 +551,42 @@ contract TaoCoordinator {
     function resultOf(bytes32 jobId)
         external
         view
-        returns (address prover, uint32 numOps, uint64 commitBlock, uint8 status, bytes32 traceRoot)
+        returns (
+            address prover,
+            uint32 numOps,
+            uint64 windowEnd,
+            uint8 status,
+            uint16 attempts,
+            bytes32 commitment
+        )
     {
         Result storage r = _results[jobId];
-        return (r.prover, r.numOps, r.commitBlock, uint8(r.status), r.traceRoot);
+        return (r.prover, r.numOps, r.windowEnd, uint8(r.status), r.attempts, r.commitment);
+    }
+
+    /// @notice What `resultOf(jobId).commitment` holds for a result with these fields.
+    function commitmentFor(bytes32 traceRoot, bytes32 inputDigest, bytes32 outputDigest)
+        external
+        pure
+        returns (bytes32)
+    {
+        return keccak256(abi.encode(traceRoot, inputDigest, outputDigest));
+    }
+
+    /// @notice The trace root the current dispute's first move revealed (zero before it).
+    function traceRootOf(bytes32 jobId) external view returns (bytes32) {
+        return _disputes[jobId].traceRoot;
+    }
+
+    /// @notice The id of dispute number `attempt` of a result: what EIP-712 votes sign.
+    function disputeIdFor(bytes32 jobId, uint16 attempt) public pure returns (bytes32) {
+        return keccak256(abi.encode(jobId, attempt));
+    }
+
+    /// @notice The id of the result's current (or last) dispute; zero before the first one.
+    function disputeIdOf(bytes32 jobId) external view returns (bytes32) {
+        uint16 attempt = _results[jobId].attempts;
+        return attempt == 0 ? bytes32(0) : disputeIdFor(jobId, attempt);
     }
 
     function feeOf(bytes32 jobId) external view returns (address payer, uint256 amount) {
@@ -646,13 +731,17 @@ contract TaoCoordinator {
     }
 
     function _verify(bytes32 root, uint256 index, bytes32 value, bytes32[] calldata proof) private pure returns (bool) {
-        bytes32 h = keccak256(abi.encodePacked(bytes1(0x00), index, value));
+        return _rootOf(index, value, proof) == root;
+    }
+
+    /// The root a Merkle proof of `value` at `index` leads to (DESIGN §2 encoding).
+    function _rootOf(uint256 index, bytes32 value, bytes32[] calldata proof) private pure returns (bytes32 h) {
+        h = keccak256(abi.encodePacked(bytes1(0x00), index, value));
         for (uint256 level = 0; level < proof.length; ++level) {
             h = (index >> level) & 1 == 1
                 ? keccak256(abi.encodePacked(bytes1(0x01), proof[level], h))
                 : keccak256(abi.encodePacked(bytes1(0x01), h, proof[level]));
         }
-        return h == root;
     }
 
     function _reachLeaf(bytes32 jobId, Dispute storage d) private {
@@ -717,32 +806,45 @@ contract TaoCoordinator {
         Result storage r = _results[jobId];
         d.phase = Phase.Resolved;
         d.outcome = outcome;
-        _bondsPlusOne -= uint256(proverBond) + challengerBond;
-        address payer = _fees[jobId].payer;
-        uint256 fee = _takeFee(jobId);
         address winner;
-        if (outcome == Outcome.NoQuorum) {
-            r.status = Status.Voided;
-            _credit(r.prover, proverBond);
-            _credit(d.challenger, challengerBond);
+        uint64 windowEnd;
+        if (outcome == Outcome.ChallengerWon) {
+            r.status = Status.Rejected;
+            _bondsPlusOne -= uint256(proverBond) + challengerBond;
+            address payer = _fees[jobId].payer;
+            uint256 fee = _takeFee(jobId);
+            winner = d.challenger;
+            uint256 paid = reason == Reason.Vote ? _payMajority(jobId, d, false, proverBond) : 0;
+            _credit(winner, uint256(challengerBond) + proverBond - paid);
             _credit(payer, fee);
         } else {
-            bool proverWon = outcome == Outcome.ProverWon;
-            winner = proverWon ? r.prover : d.challenger;
-            uint256 loserBond = proverWon ? challengerBond : proverBond;
-            uint256 paid = 0;
-            if (reason == Reason.Vote) paid = _payMajority(jobId, d, proverWon, loserBond);
-            if (proverWon) {
-                r.status = Status.Finalized;
-                _credit(winner, uint256(proverBond) + loserBond - paid + fee);
+            // Invariant: a dispute that does not reject the result never settles it. It re-opens
+            // with a renewed window, and the prover's bond and the fee stay escrowed. This stops
+            // the self-challenge shield: a prover challenging its own cheat from a second key
+            // and timing out (or losing the vote on purpose) no longer finalizes it, and honest
+            // challengers get their turn in the new window.
+            _bondsPlusOne -= challengerBond;
+            if (outcome == Outcome.NoQuorum) {
+                _credit(d.challenger, challengerBond); // nobody was shown wrong
             } else {
-                r.status = Status.Rejected;
-                _credit(winner, uint256(challengerBond) + loserBond - paid);
-                _credit(payer, fee);
+                winner = r.prover;
+                // Invariant: a forfeited challenger bond never goes to the prover (else the
+                // self-challenge would cost the prover nothing): the majority voters' share,
+                // the rest (all of it on a timeout) to the treasury.
+                uint256 paid = reason == Reason.Vote ? _payMajority(jobId, d, true, challengerBond) : 0;
+                _credit(treasury, uint256(challengerBond) - paid);
             }
+            r.status = Status.Pending;
+            windowEnd = uint64(block.number) + challengeWindow;
+            r.windowEnd = uint40(windowEnd);
         }
         emit DisputeResolved(jobId, outcome, reason, winner, d.slashVotes, d.tolerantVotes, d.votesCast);
-        if (reason == Reason.Vote) _penalizeNonVoters(jobId, d.ballots, winner == address(0) ? treasury : winner);
+        if (outcome != Outcome.ChallengerWon) emit ResultReopened(jobId, r.attempts, windowEnd);
+        // Non-voters' stake goes to a winning challenger, otherwise to the treasury: a prover
+        // whose result is not settled by the dispute takes nothing from it.
+        if (reason == Reason.Vote) {
+            _penalizeNonVoters(jobId, d.ballots, outcome == Outcome.ChallengerWon ? d.challenger : treasury);
+        }
     }
 
     function _payMajority(bytes32 jobId, Dispute storage d, bool proverWon, uint256 loserBond)

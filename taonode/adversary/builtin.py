@@ -23,6 +23,7 @@ from taonode.adversary.forge import (
 )
 from taonode.adversary.strategy import Arena, Outcome, Party, Strategy
 from taonode.adversary.weights import WeightMap, cast_weights, int8_weights, perturb_weights
+from taonode.protocol.choice import SubsegmentScore
 from taonode.protocol.decisions import Assessment, ChooseSubsegment, PostProverMove
 from taonode.protocol.dispute import JobView, Phase
 from taonode.protocol.votes import Verdict
@@ -174,8 +175,10 @@ class Disputer(ChallengerBehaviour):
     def assess(self, view: JobView) -> Assessment | None:
         return Assessment.DEVIATES if view.job_id in self.jobs else Assessment.NOT_SAMPLED
 
-    def choose(self, action: ChooseSubsegment, excesses: list[float]) -> int:
-        return min(range(len(excesses)), key=lambda j: (excesses[j], j))
+    def choose(
+        self, action: ChooseSubsegment, scores: Sequence[SubsegmentScore], honest: int
+    ) -> int:
+        return min(range(len(scores)), key=lambda j: (scores[j].excess, j))
 
     async def proceed(self, action: object) -> bool:
         return not (self.never_moves and isinstance(action, ChooseSubsegment))

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from taonode import __version__
+from taonode.api.body import RETRY_AFTER_S, SAFETENSORS_BODY_LIMIT, BodyError, json_body
 from taonode.logs import get_logger
 from taonode.service import ReadinessProbe, StartupError
 
@@ -23,6 +24,7 @@ StatusProvider = Callable[[], dict[str, Any]]
 
 
 JSON_OBJECT: dict[str, Any] = {"type": "object"}
+READYZ_RETRY_AFTER_S = 5
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"error": {"type": "string"}, "detail": {}},
@@ -41,6 +43,10 @@ class Route:
     request_schema: dict[str, Any] | None = None
     content_type: str = "application/json"
     tag: str = "node"
+    parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Schemas of path parameters (by name) and query parameters (``query:NAME``)."""
+    request_content: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Further request media types besides JSON (media type → schema)."""
 
 
 READINESS = web.AppKey("readiness", ReadinessProbe)
@@ -49,11 +55,16 @@ STATUS: web.AppKey[StatusProvider] = web.AppKey("status")
 ROUTES: web.AppKey[tuple[Route, ...]] = web.AppKey("routes")
 
 
-def json_error(status: int, error: str, detail: Any = None) -> web.Response:
+def json_error(
+    status: int, error: str, detail: Any = None, headers: dict[str, str] | None = None
+) -> web.Response:
     body: dict[str, Any] = {"error": error}
     if detail is not None:
         body["detail"] = detail
-    return web.json_response(body, status=status)
+    if status == 503 and not (headers and "Retry-After" in headers):
+        # RFC 9110 15.6.4: tell a client shed by load or not-ready state when to come back.
+        headers = {**(headers or {}), "Retry-After": str(RETRY_AFTER_S)}
+    return json_body(body, status, headers)
 
 
 @web.middleware
@@ -61,24 +72,34 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure is a JSON body with a clear message; no traceback reaches a client."""
     try:
         return await handler(request)
+    except BodyError as exc:
+        return json_error(exc.status, exc.error, exc.detail)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return json_error(exc.status, exc.reason)
+        # Keep the headers that belong to the status (RFC 9110: ``Allow`` on 405).
+        kept = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        return json_error(exc.status, exc.reason, headers=kept)
     except Exception as exc:
         get_logger("taonode.api").exception("request failed", path=request.path)
         return json_error(500, "internal error", type(exc).__name__)
 
 
 async def _healthz(_request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_body({"status": "ok"})
 
 
 async def _readyz(request: web.Request) -> web.Response:
     probe = request.app[READINESS]
     states = probe.states()
-    ready = probe.ready()
-    return web.json_response({"ready": ready, "components": states}, status=200 if ready else 503)
+    ready = bool(states) and all(states.values())
+    body: dict[str, Any] = {"ready": ready, "components": states}
+    reasons = probe.reasons()
+    if reasons:
+        body["reasons"] = reasons
+    if ready:
+        return json_body(body)
+    return json_body(body, 503, {"Retry-After": str(READYZ_RETRY_AFTER_S)})
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -87,12 +108,12 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _status(request: web.Request) -> web.Response:
-    return web.json_response(request.app[STATUS]())
+    return json_body(request.app[STATUS]())
 
 
 async def _openapi(request: web.Request) -> web.Response:
     routes: tuple[Route, ...] = request.app[ROUTES]
-    return web.json_response(openapi_document(routes))
+    return json_body(openapi_document(routes))
 
 
 CORE_ROUTES: tuple[Route, ...] = (
@@ -105,7 +126,11 @@ CORE_ROUTES: tuple[Route, ...] = (
         {200: "ready", 503: "not ready"},
         {
             "type": "object",
-            "properties": {"ready": {"type": "boolean"}, "components": JSON_OBJECT},
+            "properties": {
+                "ready": {"type": "boolean"},
+                "components": {"type": "object", "additionalProperties": {"type": "boolean"}},
+                "reasons": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
             "required": ["ready", "components"],
         },
     ),
@@ -148,16 +173,26 @@ def openapi_document(routes: Sequence[Route]) -> dict[str, Any]:
             },
         }
         params = [seg[1:-1] for seg in route.path.split("/") if seg.startswith("{")]
-        if params:
-            op["parameters"] = [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                for p in params
-            ]
-        if route.request_schema is not None:
-            op["requestBody"] = {
+        parameters: list[dict[str, Any]] = [
+            {
+                "name": p,
+                "in": "path",
                 "required": True,
-                "content": {"application/json": {"schema": route.request_schema}},
+                "schema": route.parameters.get(p, {"type": "string"}),
             }
+            for p in params
+        ]
+        parameters += [
+            {"name": key[6:], "in": "query", "required": False, "schema": schema}
+            for key, schema in route.parameters.items()
+            if key.startswith("query:")
+        ]
+        if parameters:
+            op["parameters"] = parameters
+        if route.request_schema is not None:
+            content = {"application/json": {"schema": route.request_schema}}
+            content.update({k: {"schema": v} for k, v in route.request_content.items()})
+            op["requestBody"] = {"required": True, "content": content}
         paths.setdefault(route.path, {})[route.method.lower()] = op
     return {
         "openapi": "3.1.0",
@@ -172,7 +207,9 @@ def build_app(
     registry: CollectorRegistry,
     status: StatusProvider,
 ) -> web.Application:
-    app = web.Application(middlewares=[_errors], client_max_size=64 * 1024 * 1024)
+    # Handlers that take bodies read them with their own per-type limit (taonode.api.body);
+    # this is the backstop for any route that calls ``request.read()`` directly.
+    app = web.Application(middlewares=[_errors], client_max_size=SAFETENSORS_BODY_LIMIT)
     all_routes: tuple[Route, ...] = (*CORE_ROUTES, *routes)
     app[READINESS] = readiness
     app[REGISTRY] = registry

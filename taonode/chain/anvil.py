@@ -1,4 +1,14 @@
-"""anvil (npm ``@foundry-rs/anvil``, pinned in contracts/package.json) on a free loopback port."""
+"""anvil (npm ``@foundry-rs/anvil``, pinned in contracts/package.json) on a free loopback port.
+
+The npm package's ``bin`` is a Node wrapper that forks the real binary: a signal to the
+wrapper's PID (SIGSTOP, SIGKILL) never reaches anvil. Wherever the project manages anvil's
+lifecycle it runs the platform binary inside ``node_modules`` instead (:func:`anvil_binary`).
+
+Deadlines are block numbers and anvil mines only on transactions unless told otherwise: a
+network on an idle anvil never reaches a deadline (disputes sit in AwaitDraw forever). Pass
+``block_time`` for interval mining wherever nodes run against it; tests that count blocks
+exactly mine by hand (``mine``) and leave it unset.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +28,8 @@ from taonode.chain.localchain import DEV_BALANCE_WEI, dev_key
 from taonode.chain.rpc import http_web3
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_ANVIL = REPO_ROOT / "contracts" / "node_modules" / ".bin" / "anvil"
+NODE_MODULES = REPO_ROOT / "contracts" / "node_modules"
+DEFAULT_ANVIL = NODE_MODULES / ".bin" / "anvil"
 ANVIL_CHAIN_ID = 31337
 
 
@@ -27,9 +38,18 @@ class AnvilError(RuntimeError):
 
 
 def anvil_binary() -> Path:
-    """The pinned anvil (``$TAONODE_ANVIL`` overrides it)."""
+    """The pinned anvil's real binary (``$TAONODE_ANVIL`` overrides it).
+
+    ``@foundry-rs/anvil-<os>-<arch>/bin/anvil``, the optional dependency npm installed for this
+    platform; the wrapper under ``.bin`` only if no platform package is there.
+    """
     override = os.environ.get("TAONODE_ANVIL")
-    return Path(override) if override else DEFAULT_ANVIL
+    if override:
+        return Path(override)
+    for candidate in sorted(NODE_MODULES.glob("@foundry-rs/anvil-*/bin/anvil")):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return DEFAULT_ANVIL
 
 
 def free_port() -> int:
@@ -53,8 +73,15 @@ class AnvilChain:
 
     @classmethod
     async def start(
-        cls, num_keys: int = 20, *, binary: Path | None = None, ready_timeout: float = 30.0
+        cls,
+        num_keys: int = 20,
+        *,
+        binary: Path | None = None,
+        ready_timeout: float = 30.0,
+        block_time: float | None = None,
     ) -> AnvilChain:
+        """``block_time``: mine a block every so many seconds (interval mining), besides one
+        per transaction; None mines only on transactions and :meth:`mine`."""
         exe = binary or anvil_binary()
         if not exe.exists():
             raise AnvilError(f"anvil not found at {exe}: run `npm ci` in contracts/")
@@ -73,6 +100,7 @@ class AnvilChain:
                     "--accounts",
                     "0",
                     "--silent",
+                    *(["--block-time", f"{block_time:g}"] if block_time is not None else []),
                 ],
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,

@@ -25,8 +25,10 @@ from web3 import AsyncWeb3
 from taonode.chain.artifacts import load_artifact
 from taonode.chain.bindings import ModelRegistry, StakeRegistry, TaoCoordinator
 from taonode.chain.tx import Transactor, TxRequest
+from taonode.runtime import safejson
 
 DEPLOYMENT_VERSION = 1
+DEPLOY_JSON_LIMITS = safejson.JsonLimits(max_bytes=1 << 20, max_depth=8, max_elements=10_000)
 ETHER = 10**18
 
 
@@ -48,6 +50,7 @@ class DeployParams:
     minStake: int = ETHER
     unbondDelay: int = 50
     maxNodes: int = 1024
+    profileDelay: int = 100  # blocks from ModelRegistry.proposeProfile until the profile is active
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> DeployParams:
@@ -59,7 +62,7 @@ class DeployParams:
 
     @classmethod
     def load(cls, path: Path) -> DeployParams:
-        return cls.from_dict(json.loads(path.read_text()))
+        return cls.from_dict(safejson.load_file(path, DEPLOY_JSON_LIMITS))
 
     def validate(self) -> None:
         if not 2 <= self.k <= 255:
@@ -70,6 +73,8 @@ class DeployParams:
             raise ValueError("quorum must be a majority of committeeSize")
         if self.maxNodes <= 0 or self.maxNodes & (self.maxNodes - 1):
             raise ValueError("maxNodes must be a power of two")
+        if not 0 <= self.profileDelay < 2**64:
+            raise ValueError("profileDelay must be a block count (0 .. 2^64 - 1)")
         for name in ("challengeWindow", "moveTimeout", "voteWindow", "proverBond", "minStake"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
@@ -122,7 +127,7 @@ class Deployment:
 
     @classmethod
     def load(cls, path: Path) -> Deployment:
-        return cls.from_json(json.loads(path.read_text()))
+        return cls.from_json(safejson.load_file(path, DEPLOY_JSON_LIMITS))
 
 
 @dataclass(frozen=True)
@@ -171,7 +176,9 @@ async def deploy(w3: AsyncWeb3[Any], transactor: Transactor, params: DeployParam
     """Deploy ModelRegistry, StakeRegistry and TaoCoordinator, then bind the coordinator."""
     params.validate()
     treasury = params.treasury or transactor.address
-    models, block = await deploy_contract(transactor, "ModelRegistry", [], [])
+    models, block = await deploy_contract(
+        transactor, "ModelRegistry", ["uint64"], [params.profileDelay]
+    )
     stakes, _ = await deploy_contract(
         transactor,
         "StakeRegistry",

@@ -61,6 +61,8 @@ class Delivery(Generic[E]):
     event: E
     removed: bool = False
     """True: a reorg took this event off the chain; undo what its delivery did."""
+    raw: Mapping[str, Any] | None = None
+    """The log as JSON-safe data (what a subscriber stores to decode the event again later)."""
 
 
 class LogDecoder(Protocol[E_co]):
@@ -302,6 +304,7 @@ class EventWatcher:
         self.backoff_max_s = backoff_max_s
         self._subscribers: list[Subscriber] = []
         self._ready = False
+        self._caught_up = False
         m = watcher_metrics(registry if registry is not None else CollectorRegistry())
         self._m = m
         self._m_head = m.head.labels(name)
@@ -320,6 +323,11 @@ class EventWatcher:
     def ready(self) -> bool:
         """False while the RPC is failing (``/readyz``)."""
         return self._ready
+
+    @property
+    def caught_up(self) -> bool:
+        """True once the last poll delivered everything up to ``head - confirmations``."""
+        return self._caught_up
 
     def _set_ready(self, ready: bool) -> None:
         if ready != self._ready:
@@ -377,6 +385,7 @@ class EventWatcher:
         target = head - self.confirmations
         self._m_lag.set(max(0, head - done))
         if done >= target:
+            self._caught_up = True
             return True
         first, last = done + 1, min(target, done + self._batch)
         last_hash = await self._block_hash(last)
@@ -408,7 +417,7 @@ class EventWatcher:
             event = self.decoder(raw)
             if event is None:
                 continue
-            await self._deliver(Delivery(event))
+            await self._deliver(Delivery(event, raw=raw))
             self._m.events.labels(self.name, _event_name(event)).inc()
             delivered.append(
                 DeliveredLog(raw["blockNumber"], raw["blockHash"], raw["logIndex"], raw)
@@ -416,12 +425,16 @@ class EventWatcher:
         await self.store.run(
             self.store.advance_cursor, Cursor(self.name, last, last_hash), delivered
         )
-        if last - self._pruned_at >= 64:  # keep only what a reorg within the window can undo
+        if last - self._pruned_at >= 64:
+            # This is only the reorg journal: keep what a reorg within the window can undo.
+            # Subscribers keep what they need for longer themselves (the protocol driver's job
+            # events live until each job is closed).
             await self.store.run(self.store.prune_delivered, self.name, last - self.reorg_window)
             self._pruned_at = last
         self._m_block.set(last)
         self._m_lag.set(max(0, head - last))
-        return last >= target
+        self._caught_up = last >= target
+        return self._caught_up
 
     async def _deliver(self, delivery: Delivery[Any]) -> None:
         for callback in self._subscribers:
@@ -434,6 +447,7 @@ class EventWatcher:
 
     async def _handle_reorg(self, cursor: Cursor, head: int) -> None:
         self._m_reorgs.inc()
+        self._caught_up = False
         delivered = await self.store.run(
             self.store.delivered_logs, self.name, cursor.block_number - self.reorg_window
         )
@@ -460,7 +474,7 @@ class EventWatcher:
             event = self.decoder(d.payload)
             if event is None:
                 continue
-            await self._deliver(Delivery(event, removed=True))
+            await self._deliver(Delivery(event, removed=True, raw=d.payload))
             self._m.retracted.labels(self.name, _event_name(event)).inc()
         await self.store.run(self.store.rewind_cursor, ancestor)
         self._m_block.set(ancestor.block_number)

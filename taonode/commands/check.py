@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from taonode.commands.argtypes import device
 from taonode.exitcodes import EXIT_OK, EXIT_REJECTED, EXIT_USAGE
 from taonode.protocol.votes import Verdict
 from taonode.runtime.check import OpCheck, check_trace
@@ -24,7 +25,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--model", required=True, help="the .pt2 file")
     parser.add_argument("--trace", required=True, help="trace directory")
     parser.add_argument("--profile", help="empirical profile JSON (adds the empirical region)")
-    parser.add_argument("--device", default="cpu", help="where to compute FP64 references")
+    parser.add_argument(
+        "--device", type=device, default="cpu", help="where to compute FP64 references"
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable report")
     parser.set_defaults(func=run)
 

@@ -25,9 +25,7 @@ def _validate(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.file)
     except ConfigError as exc:
-        print(f"invalid configuration ({len(exc.problems)} problem(s)):", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        print(exc.report(), file=sys.stderr)
         return EXIT_USAGE
     if args.show:
         print(json.dumps(config.redacted(), indent=2, sort_keys=True))

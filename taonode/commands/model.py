@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from taonode.commands.argtypes import int_at_least, out_path
 from taonode.exitcodes import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 from taonode.runtime.check import unbounded_ops
 from taonode.runtime.graph import Factory, Model, ModelError, export, load
@@ -34,14 +35,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         choices=("cnn", "transformer", "unet", "minilm"),
         help="one of taonode's reference models",
     )
-    exp.add_argument("--batch", type=int, default=2, help="--hf/minilm: batch size (default 2)")
-    exp.add_argument("--seq", type=int, default=16, help="--hf/minilm: sequence length (16)")
+    exp.add_argument(
+        "--batch", type=int_at_least(1), default=2, help="--hf/minilm: batch size (default 2)"
+    )
+    exp.add_argument(
+        "--seq", type=int_at_least(1), default=16, help="--hf/minilm: sequence length (16)"
+    )
     exp.add_argument(
         "--no-pool", action="store_true", help="--hf: output hidden states, not embeddings"
     )
-    exp.add_argument("--out", required=True, help="the .pt2 file to write")
+    exp.add_argument("--out", type=out_path, required=True, help="the .pt2 file to write")
     exp.add_argument(
-        "--example-out", help="also write the example inputs here (safetensors, for trace)"
+        "--example-out",
+        type=out_path,
+        help="also write the example inputs here (safetensors, for trace)",
     )
     exp.set_defaults(func=run_export)
 

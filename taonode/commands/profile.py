@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections import defaultdict
 
+from taonode.commands.argtypes import out_path
 from taonode.exitcodes import EXIT_OK, EXIT_USAGE
 from taonode.runtime.profile import ProfileError, load_profile, merge_profiles, save_profile
 
@@ -18,7 +19,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     show.set_defaults(func=run_show)
     merge = verbs.add_parser("merge", help="combine calibrations of one model")
     merge.add_argument("profiles", nargs="+")
-    merge.add_argument("--out", required=True)
+    merge.add_argument("--out", type=out_path, required=True)
     merge.set_defaults(func=run_merge)
 
 

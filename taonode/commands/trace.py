@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from taonode.commands.argtypes import device, out_path
 from taonode.exitcodes import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 from taonode.runtime.commit import commit
 from taonode.runtime.execute import run_traced
@@ -18,8 +19,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--input", required=True, help="safetensors file named by the model's inputs"
     )
-    parser.add_argument("--out", required=True, help="trace directory to write")
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    parser.add_argument("--out", type=out_path, required=True, help="trace directory to write")
+    parser.add_argument("--device", type=device, default="cpu", help="cpu (default) or cuda[:N]")
     parser.set_defaults(func=run)
 
 

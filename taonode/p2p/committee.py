@@ -7,6 +7,10 @@ member's chain key *and* carrying its EIP-712 vote signature.  Gossip drops mess
 (notes, pitfall 4), so a cast vote is re-broadcast with backoff (a fresh envelope each time; the
 EIP-712 signature is the same) until the caller stops it, e.g. once the vote is seen on chain.
 
+A round is keyed by the dispute id ``taonode.protocol.votes.dispute_id(job_id, attempt)``, which
+is also what every vote signs: a result may be disputed more than once, and a vote (or a
+committee registration) of one attempt never counts in another.
+
 Usage::
 
     channel = CommitteeChannel(node)

@@ -5,6 +5,12 @@ emit, so every role decides from a local, persisted copy (``state × event → s
 restarted node rebuilds the same view from the store. Block numbers are the only clock:
 deadlines are inclusive (a move is valid while ``block <= deadline``) and ``timeout`` becomes
 callable at ``block > deadline``, as in ``TaoCoordinator``.
+
+Challenges are queued: a result has at most one open dispute, numbered by its ``attempt``
+(1, 2, ...). A dispute that does not reject the result (the prover won the vote, the
+challenger timed out, the committee reached no decision) is followed by ``ResultReopened``:
+the result is PENDING again with a renewed window and no dispute; the ended dispute is kept in
+``JobView.history``. Only ``ResultFinalized`` (a window that closed with no dispute) finalizes.
 """
 
 from __future__ import annotations
@@ -62,11 +68,21 @@ class ResultFinalized:
 
 
 @dataclass(frozen=True)
+class ResultReopened:
+    job_id: bytes
+    attempt: int
+    """The dispute that just ended without rejecting the result."""
+    window_end: int
+    block: int
+
+
+@dataclass(frozen=True)
 class DisputeOpened:
     job_id: bytes
     challenger: str
     deadline: int
     block: int
+    attempt: int = 1
 
 
 @dataclass(frozen=True)
@@ -137,6 +153,7 @@ class DisputeResolved:
 ChainEvent = (
     ResultCommitted
     | ResultFinalized
+    | ResultReopened
     | DisputeOpened
     | ProverMoved
     | ChallengerMoved
@@ -176,6 +193,8 @@ class DisputeView:
     outcome: Outcome | None = None
     winner: str | None = None
     reason: str | None = None
+    attempt: int = 1
+    """Which dispute of the result this is (votes sign ``dispute_id(job_id, attempt)``)."""
 
 
 @dataclass(frozen=True)
@@ -193,6 +212,10 @@ class JobView:
     window_end: int
     status: ResultStatus
     dispute: DisputeView | None = None
+    attempt: int = 0
+    """Disputes opened so far (the current or last one is number ``attempt``)."""
+    history: tuple[DisputeView, ...] = ()
+    """Disputes that ended and re-opened the result, oldest first."""
 
     def voted(self, voter: str) -> bool:
         return self.dispute is not None and any(
@@ -225,10 +248,24 @@ def apply(job: JobView | None, event: ChainEvent) -> JobView:
         raise ProtocolError(f"{type(event).__name__} for an unknown job")
     if isinstance(event, ResultFinalized):
         return dataclasses.replace(job, status=ResultStatus.FINALIZED)
+    if isinstance(event, ResultReopened):
+        ended = job.dispute
+        if ended is None or ended.phase is not Phase.RESOLVED or event.attempt != job.attempt:
+            raise ProtocolError(f"result re-opened after attempt {event.attempt} out of order")
+        return dataclasses.replace(
+            job,
+            status=ResultStatus.PENDING,
+            window_end=event.window_end,
+            dispute=None,
+            history=(*job.history, ended),
+        )
     if isinstance(event, DisputeOpened):
+        if job.status is not ResultStatus.PENDING or event.attempt != job.attempt + 1:
+            raise ProtocolError(f"dispute {event.attempt} opened on a {job.status.value} result")
         return dataclasses.replace(
             job,
             status=ResultStatus.DISPUTED,
+            attempt=event.attempt,
             dispute=DisputeView(
                 challenger=event.challenger,
                 phase=Phase.PROVER_MOVE,
@@ -236,6 +273,7 @@ def apply(job: JobView | None, event: ChainEvent) -> JobView:
                 b=job.num_ops,
                 round=0,
                 deadline=event.deadline,
+                attempt=event.attempt,
             ),
         )
     dispute = job.dispute
@@ -312,12 +350,11 @@ def apply(job: JobView | None, event: ChainEvent) -> JobView:
             winner=event.winner,
             reason=event.reason,
         )
-        status = {
-            Outcome.PROVER_WON: ResultStatus.FINALIZED,
-            Outcome.CHALLENGER_WON: ResultStatus.REJECTED,
-            Outcome.NO_QUORUM: ResultStatus.VOIDED,
-        }[event.outcome]
-        return dataclasses.replace(job, status=status, dispute=dispute)
+        # Only a challenger win settles the result; any other end is followed (in the same
+        # transaction) by ResultReopened, until then the result stays DISPUTED.
+        if event.outcome is Outcome.CHALLENGER_WON:
+            return dataclasses.replace(job, status=ResultStatus.REJECTED, dispute=dispute)
+        return dataclasses.replace(job, dispute=dispute)
     return dataclasses.replace(job, dispute=dispute)
 
 

@@ -2,7 +2,10 @@
 
 Normative for the contracts: domain ``EIP712Domain(string name,string version,uint256 chainId,
 address verifyingContract)`` with ``name = "TAO"``, ``version = "1"`` and the dispute game's
-address; message type ``Vote(bytes32 disputeId,uint8 verdict)``.
+address; message type ``Vote(bytes32 disputeId,uint8 verdict)`` with
+``disputeId = keccak256(abi.encode(bytes32 jobId, uint16 attempt))`` (:func:`dispute_id`): a result
+can be disputed more than once (queued challenges), and binding the attempt stops a vote signed
+in one dispute from being replayed into a later dispute of the same result.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.messages import encode_typed_data
+from eth_hash.auto import keccak
 from eth_utils.address import to_checksum_address
 
 DOMAIN_NAME = "TAO"
@@ -31,6 +35,16 @@ class Verdict(enum.IntEnum):
     @property
     def slashes_prover(self) -> bool:
         return self is not Verdict.WITHIN_TOLERANCE
+
+
+def dispute_id(job_id: bytes, attempt: int) -> bytes:
+    """The id of dispute number ``attempt`` (1, 2, ...) of a result, as
+    ``TaoCoordinator.disputeIdFor`` computes it."""
+    if len(job_id) != 32:
+        raise ValueError("job id must be 32 bytes")
+    if not 1 <= attempt < 2**16:
+        raise ValueError("attempt must be in 1..65535")
+    return keccak(job_id + attempt.to_bytes(32, "big"))
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 from taonode.chain.contract import Event
@@ -12,7 +13,7 @@ from taonode.chain.sender import SimulationReverted, TxSender
 from taonode.chain.tx import TxRequest
 from taonode.chain.watcher import BindingLogDecoder, Delivery, EventWatcher
 from taonode.roles.driver import FeedBatch, Settled
-from taonode.store.state import StateStore, TxRecord, TxStatus
+from taonode.store.state import DeliveredLog, StateStore, TxRecord, TxStatus
 
 # Reverts that only mean "too early": the same action succeeds on a later block.
 RETRY_LATER = frozenset({"WindowOpen", "DeadlineNotPassed", "SeedNotReady", "VotingOpen"})
@@ -52,7 +53,13 @@ class SenderAdapter:
 
 
 class WatcherFeed:
-    """The driver's event feed over the watcher: deliveries, retractions and the chain head."""
+    """The driver's event feed over the watcher: deliveries, retractions and the chain head.
+
+    Every event of a job is kept in the state store (``job_events``) before the watcher's
+    cursor moves past it, until the driver says the job is closed: a restart rebuilds the
+    views from there plus the watcher's catch-up scan from its cursor, whatever the age of the
+    jobs (the watcher's own log is pruned to the reorg window).
+    """
 
     def __init__(
         self,
@@ -73,6 +80,19 @@ class WatcherFeed:
         event = delivery.event
         if not isinstance(event, Event):
             return
+        job_id = getattr(event, "job_id", None)
+        if isinstance(job_id, bytes) and delivery.raw is not None:
+            name = self.watcher.name
+            if delivery.removed:
+                await self.store.run(
+                    self.store.drop_job_event, name, event.block_number, event.log_index
+                )
+            else:
+                raw = delivery.raw
+                entry = DeliveredLog(
+                    int(raw["blockNumber"]), str(raw["blockHash"]), int(raw["logIndex"]), raw
+                )
+                await self.store.run(self.store.put_job_event, name, job_id.hex(), entry)
         self._head = max(self._head, event.block_number)
         if delivery.removed:
             await self._queue.put(FeedBatch(self._head, retracted=[event]))
@@ -80,13 +100,20 @@ class WatcherFeed:
             await self._queue.put(FeedBatch(self._head, events=[event]))
 
     async def history(self) -> list[Event]:
-        delivered = await self.store.run(self.store.delivered_logs, self.watcher.name)
+        kept = await self.store.run(self.store.job_events, self.watcher.name)
         out: list[Event] = []
-        for entry in delivered:
+        for entry in kept:
             event = self.decoder(entry.payload)
             if event is not None:
                 out.append(event)
         return out
+
+    @property
+    def caught_up(self) -> bool:
+        return self.watcher.caught_up
+
+    async def forget(self, job_ids: Sequence[bytes]) -> None:
+        await self.store.run(self.store.forget_jobs, self.watcher.name, [j.hex() for j in job_ids])
 
     async def next_batch(self) -> FeedBatch:
         with contextlib.suppress(TimeoutError):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
 from prometheus_client import CollectorRegistry
 from web3 import AsyncWeb3
 
@@ -41,13 +42,17 @@ from taonode.roles.jobdata import BlobServer, JobData, blob_digest, verify_blob
 from taonode.roles.metrics import RoleMetrics
 from taonode.roles.payouts import PayoutCollector
 from taonode.roles.peers import PeerBook
+from taonode.roles.profiles import ProfileBook, ServingWithProfiles, verify_profile_blob
 from taonode.roles.prover import ProverService
 from taonode.roles.registered import RegisteredKeys
 from taonode.roles.voter import VoterService
+from taonode.runtime.profile import Profile
 from taonode.service import Component
 from taonode.signer import Signer
 from taonode.store.blobs import BlobStore
 from taonode.store.state import StateStore
+
+log = structlog.get_logger("taonode.roles")
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,8 @@ class RoleNodeSpec:
     voter_stake_wei: int | None = None
     register_voter: bool = True
     start_block: int = 0
+    profiles: tuple[Profile, ...] = ()
+    """Profiles known besides each served model's current one (judged by id)."""
     prover_behaviour: ProverBehaviour | None = None
     """How the roles choose at each decision point; ``None``: honestly (the daemon always)."""
     challenger_behaviour: ChallengerBehaviour | None = None
@@ -138,6 +145,9 @@ class _ViewsOf:
     def view(self, job_id: bytes) -> JobView | None:
         return None if self.driver is None else self.driver.state.views.get(job_id)
 
+    def head(self) -> int:
+        return 0 if self.driver is None else self.driver.state.head
+
 
 @dataclass
 class RoleNode:
@@ -171,6 +181,15 @@ async def build_role_node(
     params = await read_params(contracts)
     metrics = RoleMetrics(registry)
     serve = BlobServer(blobs)
+    # Every profile this node knows (its model store's, and those fetched by id) is served to
+    # peers under its id, next to the trace blobs.
+    book = ProfileBook(
+        spec.models,
+        params.k,
+        device=spec.device,
+        profiles=spec.profiles,
+        store_dir=data / "profiles",
+    )
     # Only registered (staked) voters' votes are relayed or buffered.  Node records are not
     # gated: provers and challengers publish them without being in the stake registry.
     registered = RegisteredKeys(contracts.stakes, poll_interval_s=max(0.2, spec.poll_interval_s))
@@ -184,10 +203,12 @@ async def build_role_node(
         ),
         spec.signer,
         registry,
-        blob_source=serve,
-        blob_verifier=verify_blob,
+        blob_source=ServingWithProfiles(serve, book),
+        # Profile ids are checked first: a keccak over at most 4 MiB, before any parse.
+        blob_verifier=lambda d, p: verify_profile_blob(d, p) or verify_blob(d, p),
         is_registered=registered,
     )
+    book.remote = p2p
     errors = ErrorDecoder([contracts.coordinator.abi, contracts.stakes.abi, contracts.models.abi])
     sender = TxSender(
         w3,
@@ -234,6 +255,7 @@ async def build_role_node(
         peers=peers,
         views=views,
         device=spec.device,
+        judges=book,
     )
 
     policies: list[tuple[str, Policy]] = []
@@ -256,7 +278,14 @@ async def build_role_node(
         policies.append(("prover", lambda job, head: d.prover_decide(job, me, head)))
     if "challenger" in spec.roles:
         challenger = ChallengerService(
-            ctx, store, spec.sample_rate, kick, behaviour=spec.challenger_behaviour
+            ctx,
+            store,
+            spec.sample_rate,
+            kick,
+            # Stop fetching a quarter of the move timeout before the deadline: re-execution
+            # and landing the move transaction need the rest.
+            deadline_margin=max(3, params.move_timeout // 4),
+            behaviour=spec.challenger_behaviour,
         )
         services.append(challenger)
         gate = challenger.behaviour
@@ -301,8 +330,8 @@ async def build_role_node(
                     job,
                     me,
                     head,
-                    vo.verdict(job.job_id),
-                    vo.collected(job.job_id),
+                    vo.verdict(job.job_id, job.attempt),
+                    vo.collected(job.job_id, job.attempt),
                     quorum,
                     vo.direct_vote_margin,
                 ),
@@ -312,6 +341,7 @@ async def build_role_node(
     behaviours = [s.behaviour for s in (prover, challenger, voter) if s is not None]
     for action_type in (d.Finalize, d.ClaimTimeout, d.DrawCommittee, d.Resolve):
         handlers[action_type] = _gated(common.send, *behaviours)
+    policies = [(role, range_checked(policy, spec.models)) for role, policy in policies]
     driver = ProtocolDriver(
         feed, policies, handlers, metrics, move_timeout=params.move_timeout, me=me
     )
@@ -362,6 +392,30 @@ def _gated(handler: Handler, *behaviours: Behaviour) -> Handler:
         await handler(action)
 
     return gated
+
+
+def range_checked(policy: Policy, models: dict[bytes, ServedModel]) -> Policy:
+    """``policy``, but no action at all for a view whose chain-supplied N or indices do not fit
+    the served model (``decisions.index_problem``): refused loudly, once per job, instead of
+    handing the roles indices that raise IndexError on every retry."""
+    refused: set[bytes] = set()
+
+    def checked(job: JobView, head: int) -> list[d.Action]:
+        served = models.get(job.model_id)
+        if served is not None:
+            problem = d.index_problem(job, served.model.num_ops)
+            if problem is not None:
+                if job.job_id not in refused:
+                    refused.add(job.job_id)
+                    log.error(
+                        "result refused: chain data does not fit the local model",
+                        job=job.job_id.hex(),
+                        problem=problem,
+                    )
+                return []
+        return policy(job, head)
+
+    return checked
 
 
 class _CommonActions:

@@ -12,11 +12,12 @@ should use instead; the honest implementation returns them unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from taonode.protocol.choice import SubsegmentScore
 from taonode.protocol.decisions import Action, Assessment, ChooseSubsegment, PostProverMove
 from taonode.protocol.dispute import JobView
 from taonode.protocol.votes import Verdict
@@ -103,10 +104,12 @@ class ChallengerBehaviour(Behaviour):
         """An assessment made without re-executing (``None``: evaluate honestly)."""
         return None
 
-    def choose(self, action: ChooseSubsegment, excesses: list[float]) -> int:
-        """The sub-segment index picked, given each sub-segment's measured excess (``inf``:
-        its data was unavailable)."""
-        return max(range(len(excesses)), key=lambda j: (excesses[j], -j))
+    def choose(
+        self, action: ChooseSubsegment, scores: Sequence[SubsegmentScore], honest: int
+    ) -> int:
+        """The sub-segment index picked, given each sub-segment's score (excess, evidence:
+        rule break, unavailable data…) and the index the honest rule chose."""
+        return honest
 
 
 class VoterBehaviour(Behaviour):

@@ -39,8 +39,12 @@ def to_protocol(event: Event, move_timeout: int) -> pd.ChainEvent | None:
         )
     if isinstance(event, co.ResultFinalized):
         return pd.ResultFinalized(event.job_id, block)
+    if isinstance(event, co.ResultReopened):
+        return pd.ResultReopened(event.job_id, event.attempt, event.window_end, block)
     if isinstance(event, co.DisputeOpened):
-        return pd.DisputeOpened(event.job_id, event.challenger, event.deadline, block)
+        return pd.DisputeOpened(
+            event.job_id, event.challenger, event.deadline, block, attempt=event.attempt
+        )
     if isinstance(event, co.ProverMoved):
         return pd.ProverMoved(
             event.job_id,

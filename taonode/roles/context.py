@@ -54,6 +54,20 @@ class ServedModel:
     judge: Judge
 
 
+class ProfileUnavailable(RuntimeError):
+    """The profile a result names is neither known nor served by any peer (the action is
+    retried on a later head; the role never judges with another profile)."""
+
+
+class Judges(Protocol):
+    """Judges by the profile a result names (``taonode.roles.profiles.ProfileBook``)."""
+
+    async def judge(self, model_id: bytes, profile_id: bytes, peers: Sequence[str]) -> Judge | None:
+        """The judge of ``(model, profile id)``, fetching the profile by id from ``peers`` if
+        needed; ``None`` when nobody serves it (the caller abstains)."""
+        ...
+
+
 class PeerDirectory(Protocol):
     def peers_of(self, address: str) -> Sequence[str]:
         """libp2p peer ids known to belong to a chain address (best first)."""
@@ -62,6 +76,10 @@ class PeerDirectory(Protocol):
 
 class Views(Protocol):
     def view(self, job_id: bytes) -> JobView | None: ...
+
+    def head(self) -> int:
+        """The latest block the node has seen (the clock every phase deadline is read on)."""
+        ...
 
 
 @dataclass
@@ -77,7 +95,22 @@ class RoleContext:
     peers: PeerDirectory
     views: Views
     device: str = "cpu"
+    judges: Judges | None = None
 
     @property
     def me(self) -> str:
         return str(self.signer.address)
+
+
+async def judge_for(ctx: RoleContext, view: JobView, peers: Sequence[str]) -> Judge | None:
+    """The judge of the profile ``view`` names on chain, never the node's local one instead.
+
+    Attack stopped (issue 11, item 8): judging a result with whatever profile the node holds
+    lets the local file, not the commitment, decide the acceptance region.
+    """
+    if ctx.judges is not None:
+        return await ctx.judges.judge(view.model_id, view.profile_id, peers)
+    served = ctx.models.get(view.model_id)
+    if served is None or served.profile_id != view.profile_id:
+        return None
+    return served.judge

@@ -5,6 +5,12 @@ driver updates its views with the pure reducer, asks each of the node's roles fo
 starts each action that is not already running or done. Actions are idempotent by key: a
 transaction key is journaled by the sender, so asking again after a crash never sends twice.
 A failed action is retried on a later head unless its handler says it is settled.
+
+Restart: the views are rebuilt from every kept event of the jobs the node still follows (the
+feed keeps a job's events until the driver tells it the job is closed), then the feed catches
+up from its cursor. No action starts before the feed has caught up with the chain (decisions
+taken on a half-replayed history would act on a past the chain has left), and an event that
+does not fit (a job the node never saw, a repeat) is counted and skipped, never fatal.
 """
 
 from __future__ import annotations
@@ -53,10 +59,19 @@ class FeedBatch:
 
 class EventFeed(Protocol):
     async def history(self) -> list[Event]:
-        """Every event handed out before (oldest first), to rebuild the views after a restart."""
+        """Every kept event (oldest first), to rebuild the views after a restart."""
         ...
 
     async def next_batch(self) -> FeedBatch: ...
+
+    @property
+    def caught_up(self) -> bool:
+        """True once the feed has delivered the chain up to its head (minus confirmations)."""
+        ...
+
+    async def forget(self, job_ids: Sequence[bytes]) -> None:
+        """The jobs are closed: their events need not be kept for a restart any more."""
+        ...
 
 
 @dataclass
@@ -71,16 +86,38 @@ def _identity(event: Event) -> tuple[int, int, bytes]:
     return (event.block_number, event.log_index, event.tx_hash)
 
 
-def fold(events: Sequence[Event], move_timeout: int) -> dict[bytes, JobView]:
+def _fold_one(
+    views: dict[bytes, JobView], event: ChainEvent, metrics: RoleMetrics | None
+) -> JobView | None:
+    """Apply one event; an event that does not fit is counted and skipped (never fatal)."""
+    try:
+        view = apply(views.get(event.job_id), event)
+    except ProtocolError as exc:
+        # Not `event=`: structlog's first positional argument is named `event`.
+        kind = type(event).__name__
+        if event.job_id not in views:
+            # A job the node does not follow: it closed and was forgotten, or it started
+            # before the node's first block. Nothing of this node's depends on it.
+            reason = "unknown_job"
+            log.debug("event for an unknown job ignored", kind=kind, job=event.job_id.hex())
+        else:
+            reason = "invalid"
+            log.warning("event ignored", kind=kind, job=event.job_id.hex(), error=str(exc))
+        if metrics is not None:
+            metrics.events_ignored.labels(reason=reason).inc()
+        return None
+    views[event.job_id] = view
+    return view
+
+
+def fold(
+    events: Sequence[Event], move_timeout: int, metrics: RoleMetrics | None = None
+) -> dict[bytes, JobView]:
     views: dict[bytes, JobView] = {}
     for raw in events:
         event = to_protocol(raw, move_timeout)
-        if event is None:
-            continue
-        try:
-            views[event.job_id] = apply(views.get(event.job_id), event)
-        except ProtocolError as exc:
-            log.warning("event ignored", event=type(event).__name__, error=str(exc))
+        if event is not None:
+            _fold_one(views, event, metrics)
     return views
 
 
@@ -97,6 +134,8 @@ class ProtocolDriver:
         move_timeout: int,
         me: str = "",
         max_concurrent: int = 16,
+        retain_blocks: int = 256,
+        prune_every: int = 64,
     ) -> None:
         self.feed = feed
         self.policies = list(policies)
@@ -113,12 +152,21 @@ class ProtocolDriver:
         self._limit = asyncio.Semaphore(max_concurrent)
         self._ready = False
         self._stopping = False
+        # A closed job's events are forgotten once it has been closed for `retain_blocks`
+        # (deeper than any reorg that could re-open it); open jobs are never forgotten.
+        self.retain_blocks = retain_blocks
+        self.prune_every = prune_every
+        self._pruned_at = 0
+        self._seen: set[tuple[int, int, bytes]] = set()
+        self._last_block: dict[bytes, int] = {}
+        self._started_at = time.monotonic()
 
     # -- component ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._started_at = time.monotonic()
         self.state.raw = list(await self.feed.history())
-        self.state.views = fold(self.state.raw, self.move_timeout)
+        self._refold()
         open_jobs = [v for v in self.state.views.values() if not _closed(v)]
         log.info("protocol state rebuilt", events=len(self.state.raw), open_jobs=len(open_jobs))
 
@@ -127,8 +175,19 @@ class ProtocolDriver:
             while True:
                 batch = await self.feed.next_batch()
                 self.ingest(batch)
-                self._ready = True
+                if not self.feed.caught_up:
+                    continue  # still replaying the chain: no decisions on a stale past
+                if not self._ready:
+                    self._ready = True
+                    log.info(
+                        "protocol views caught up",
+                        head=self.state.head,
+                        open_jobs=sum(not _closed(v) for v in self.state.views.values()),
+                        seconds=round(time.monotonic() - self._started_at, 3),
+                    )
                 self.step()
+                if self.state.head - self._pruned_at >= self.prune_every:
+                    await self.prune()
         finally:
             self._stopping = True
             await self._cancel_all()
@@ -144,26 +203,70 @@ class ProtocolDriver:
 
     # -- core --------------------------------------------------------------------------------
 
+    def _refold(self) -> None:
+        self.state.views = fold(self.state.raw, self.move_timeout, self.metrics)
+        self._seen = {_identity(e) for e in self.state.raw}
+        self._last_block = {}
+        for raw in self.state.raw:
+            job_id = getattr(raw, "job_id", None)
+            if isinstance(job_id, bytes) and job_id in self.state.views:
+                self._last_block[job_id] = raw.block_number
+        self._update_counts()
+
     def ingest(self, batch: FeedBatch) -> None:
         self.state.head = batch.head if batch.retracted else max(self.state.head, batch.head)
         if batch.retracted:
             gone = {_identity(e) for e in batch.retracted}
             self.state.raw = [e for e in self.state.raw if _identity(e) not in gone]
-            self.state.views = fold(self.state.raw, self.move_timeout)
+            self._refold()
             log.warning("events retracted by a reorg", count=len(batch.retracted))
         for raw in batch.events:
-            self.state.raw.append(raw)
+            identity = _identity(raw)
+            if identity in self._seen:
+                # Delivery is at-least-once (a crash between keeping an event and moving the
+                # cursor delivers it again): applying it twice would corrupt the view.
+                self.metrics.events_ignored.labels(reason="duplicate").inc()
+                continue
             event = to_protocol(raw, self.move_timeout)
             if event is None:
                 continue
-            try:
-                view = apply(self.state.views.get(event.job_id), event)
-            except ProtocolError as exc:
-                log.warning("event ignored", event=type(event).__name__, error=str(exc))
+            view = _fold_one(self.state.views, event, self.metrics)
+            if view is None:
                 continue
-            self.state.views[event.job_id] = view
+            self._seen.add(identity)
+            self.state.raw.append(raw)
+            self._last_block[event.job_id] = raw.block_number
             self._observe(view, event)
         self._update_slack()
+        self._update_counts()
+
+    async def prune(self) -> list[bytes]:
+        """Forget jobs closed for more than ``retain_blocks`` (here and in the feed's store)."""
+        self._pruned_at = self.state.head
+        horizon = self.state.head - self.retain_blocks
+        gone = [
+            job_id
+            for job_id, view in self.state.views.items()
+            if _closed(view) and self._last_block.get(job_id, horizon) < horizon
+        ]
+        if not gone:
+            return []
+        await self.feed.forget(gone)
+        drop = set(gone)
+        self.state.raw = [e for e in self.state.raw if getattr(e, "job_id", None) not in drop]
+        for job_id in gone:
+            self.state.views.pop(job_id, None)
+            self._last_block.pop(job_id, None)
+            self._opened_at.pop(job_id, None)
+        self._seen = {_identity(e) for e in self.state.raw}
+        self._update_counts()
+        log.info("closed jobs forgotten", count=len(gone), kept=len(self.state.views))
+        return gone
+
+    def _update_counts(self) -> None:
+        closed = sum(_closed(v) for v in self.state.views.values())
+        self.metrics.jobs_followed.labels(state="open").set(len(self.state.views) - closed)
+        self.metrics.jobs_followed.labels(state="closed").set(closed)
 
     # -- metrics -----------------------------------------------------------------------------
 
@@ -251,7 +354,8 @@ class ProtocolDriver:
 
     def kick(self) -> None:
         """Re-run the decisions now (a role learned something: an assessment, a verdict)."""
-        self.step()
+        if self._ready:
+            self.step()
 
     async def _execute(self, role: str, action: Action, handler: Handler) -> None:
         kind = type(action).__name__

@@ -58,9 +58,28 @@ class RoleMetrics:
             ["pool"],
             registry=registry,
         )
+        self.commitments_failing = Gauge(
+            "taonode_prover_commitments_failing",
+            "1 while the prover's recent commitments fail (it refuses new jobs and is not ready)",
+            registry=registry,
+        )
         self.actions = Counter(
             "taonode_actions",
             "Protocol actions executed, by kind and result",
             ["kind", "result"],
+            registry=registry,
+        )
+        self.events_ignored = Counter(
+            "taonode_driver_events_ignored",
+            "Chain events the protocol driver did not fold into a view, by reason "
+            "(unknown_job: a job it does not follow; duplicate: delivered again; invalid: the "
+            "event does not fit the job's state)",
+            ["reason"],
+            registry=registry,
+        )
+        self.jobs_followed = Gauge(
+            "taonode_driver_jobs",
+            "Jobs the protocol driver holds a view of, open or recently closed",
+            ["state"],
             registry=registry,
         )

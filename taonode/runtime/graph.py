@@ -305,11 +305,21 @@ def compute_model_id(
 
 def load(path: str | Path) -> Model:
     """Load and index a ``.pt2`` file written by :func:`export` (or ``torch.export.save``)."""
+    if not Path(path).is_file():
+        raise ModelError(f"{path}: no such file")
     try:
         ep = torch.export.load(str(path))
-    except (OSError, RuntimeError, ValueError, KeyError) as exc:
-        raise ModelError(f"{path}: cannot load the exported program: {exc}") from exc
-    return from_program(ep)
+    except Exception as exc:
+        # A corrupt or foreign file fails in many ways inside torch (BadZipFile, pickle and
+        # JSON errors, RecursionError on hostile nesting): all mean "not a usable .pt2".
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelError(f"{path}: not a usable .pt2 file: {detail}") from None
+    try:
+        return from_program(ep)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot index the exported program: {exc}") from None
 
 
 def export(

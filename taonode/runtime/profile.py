@@ -29,6 +29,7 @@ Profile JSON (version 1, canonical = ``json.dumps(sort_keys=True, separators=(",
 from __future__ import annotations
 
 import json
+import math
 import platform
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -38,8 +39,10 @@ from typing import Any
 import torch
 from eth_hash.auto import keccak
 
+from taonode.protocol.consistency import carried_values, produced_values
 from taonode.protocol.schedule import num_subsegments, subsegment
 from taonode.protocol.votes import Verdict
+from taonode.runtime import safejson
 from taonode.runtime.bounds import reference_and_bound
 from taonode.runtime.check import ErrorStats, OpCheck, check_op, normalized_error
 from taonode.runtime.digest import tensor_digest
@@ -207,16 +210,49 @@ def profile_from_json(doc: Any) -> Profile:
 
 
 def save_profile(profile: Profile, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(profile.to_json(), indent=1, sort_keys=True) + "\n")
+    check_profile_values(profile)  # never write a profile that load_profile would refuse
+    doc = json.dumps(profile.to_json(), indent=1, sort_keys=True, allow_nan=False)
+    Path(path).write_text(doc + "\n")
+
+
+PROFILE_JSON_LIMITS = safejson.JsonLimits(max_bytes=64 << 20, max_depth=8, max_elements=8 << 20)
+
+
+def check_profile_values(profile: Profile) -> None:
+    """Refuse thresholds that switch a check off or make it refuse everything.
+
+    ``max > NaN`` is always false, so a NaN threshold (``calibrate --margin nan`` wrote one)
+    silently disabled the empirical check; an infinite one accepts any deviation; a segment
+    threshold ≤ 0 rejects every honest trace. Op thresholds may be 0 (an exact op calibrated
+    with zero error) but not negative.
+    """
+    if not (math.isfinite(profile.margin) and profile.margin > 0):
+        raise ProfileError(f"profile: margin must be finite and > 0, got {profile.margin}")
+    for op in profile.ops:
+        if not (math.isfinite(op.threshold) and op.threshold >= 0):
+            raise ProfileError(
+                f"profile: op {op.index} ({op.name}) threshold must be finite and ≥ 0, "
+                f"got {op.threshold}"
+            )
+    for k, table in profile.segments.items():
+        for (a, b), seg in table.items():
+            if not (math.isfinite(seg.threshold) and seg.threshold > 0):
+                raise ProfileError(
+                    f"profile: segment {a}:{b} (k={k}) threshold must be finite and > 0, "
+                    f"got {seg.threshold}"
+                )
 
 
 def load_profile(path: str | Path, model: Model | None = None) -> Profile:
     """Read a profile; with ``model``, refuse one calibrated for another model id."""
     try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ProfileError(f"{path}: unreadable profile: {exc}") from exc
+        doc = safejson.load_file(path, PROFILE_JSON_LIMITS)
+    except OSError as exc:
+        raise ProfileError(f"{path}: unreadable profile: {exc.strerror or exc}") from None
+    except safejson.JsonLimitError as exc:
+        raise ProfileError(f"{path}: unreadable profile: {exc}") from None
     profile = profile_from_json(doc)
+    check_profile_values(profile)
     if model is not None:
         check_profile_model(profile, model)
     return profile
@@ -498,12 +534,29 @@ def select_subsegment(
     excesses = []
     for j in range(s):
         lo, hi = subsegment(a, b, k, j)
+        # Carried values must pass unchanged (the leaf/cut rule of
+        # taonode.protocol.consistency): a rewritten one is infinite excess. Re-execution
+        # judges only the values the sub-segment produces.
+        if any(
+            not _bit_identical(frontiers[lo][n], frontiers[hi][n])
+            for n in carried_values(model.frontiers, lo, hi)
+        ):
+            excesses.append(float("inf"))
+            continue
         own = run_segment(model, lo, hi, frontiers[lo], device)
-        dev = frontier_deviation(frontiers[hi], own)
+        produced = produced_values(model.frontiers, lo, hi)
+        dev = frontier_deviation(
+            {n: frontiers[hi][n] for n in produced if n in frontiers[hi]},
+            {n: own[n] for n in produced},
+        )
         excesses.append(dev / profile.segment_threshold(k, lo, hi))
     best = max(range(s), key=lambda j: excesses[j])
     lo, hi = subsegment(a, b, k, best)
     return SegmentChoice(best, lo, hi, excesses[best], tuple(excesses))
+
+
+def _bit_identical(x: torch.Tensor, y: torch.Tensor) -> bool:
+    return x.shape == y.shape and x.dtype == y.dtype and bool(torch.equal(x, y.to(x.device)))
 
 
 def compare_traces(

@@ -24,6 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from taonode.runtime import safejson
 from taonode.runtime.commit import Commitment, commit, commit_digests
 from taonode.runtime.digest import tensor_digest
 from taonode.runtime.execute import Trace
@@ -31,6 +32,7 @@ from taonode.runtime.graph import Model
 
 FORMAT = "taonode-trace"
 VERSION = 1
+TRACE_MANIFEST_LIMITS = safejson.JsonLimits(max_bytes=64 << 20, max_depth=4, max_elements=4 << 20)
 
 
 class TraceFormatError(ValueError):
@@ -95,9 +97,11 @@ def load_trace(directory: str | Path, model: Model | None = None) -> LoadedTrace
     """Load and verify a trace directory (see the module docstring)."""
     root = Path(directory)
     try:
-        manifest = json.loads((root / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise TraceFormatError(f"{root}: unreadable manifest.json: {exc}") from exc
+        manifest = safejson.load_file(root / "manifest.json", TRACE_MANIFEST_LIMITS)
+    except OSError as exc:
+        raise TraceFormatError(f"{root}: unreadable manifest.json: {exc.strerror or exc}") from None
+    except safejson.JsonLimitError as exc:
+        raise TraceFormatError(f"{root}: unreadable manifest.json: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise TraceFormatError(f"{root}: not a {FORMAT} manifest")
     if manifest.get("version") != VERSION:

@@ -119,6 +119,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (digest, owner))""",
         "CREATE INDEX blob_pins_owner ON blob_pins(owner)",
     ),
+    # 2: every event of a job the node still follows, kept until the job is closed (the
+    # watcher_log above only spans the reorg window, so views rebuilt from it forgot every job
+    # older than 256 blocks). The cursors are reset so the watcher rescans the chain from the
+    # deployment block once (batch by batch, resumable) and fills the new table.
+    (
+        """CREATE TABLE job_events (
+            feed TEXT NOT NULL,
+            job_id TEXT NOT NULL,
+            block_number INTEGER NOT NULL,
+            block_hash TEXT NOT NULL,
+            log_index INTEGER NOT NULL,
+            payload TEXT NOT NULL,
+            PRIMARY KEY (feed, block_number, log_index))""",
+        "CREATE INDEX job_events_job ON job_events(feed, job_id)",
+        "DELETE FROM watcher_log",
+        "DELETE FROM watcher_cursor",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -665,7 +682,53 @@ class StateStore:
             )
 
     def prune_delivered(self, name: str, below_block: int) -> None:
+        """Forget the reorg journal below ``below_block`` (job views never read it)."""
         self._write("DELETE FROM watcher_log WHERE name=? AND block_number<?", (name, below_block))
+
+    # -- job events (what the protocol views are rebuilt from) -------------------------------
+
+    def put_job_event(self, feed: str, job_id: str, event: DeliveredLog) -> None:
+        """Keep a job's event (idempotent: a re-delivered event replaces itself)."""
+        self._write(
+            "INSERT OR REPLACE INTO job_events VALUES (?,?,?,?,?,?)",
+            (
+                feed,
+                job_id,
+                event.block_number,
+                event.block_hash,
+                event.log_index,
+                _json(event.payload),
+            ),
+        )
+
+    def drop_job_event(self, feed: str, block_number: int, log_index: int) -> None:
+        """A reorg took the event off the chain."""
+        self._write(
+            "DELETE FROM job_events WHERE feed=? AND block_number=? AND log_index=?",
+            (feed, block_number, log_index),
+        )
+
+    def job_events(self, feed: str) -> list[DeliveredLog]:
+        """Every kept event, in chain order."""
+        rows = self._query(
+            "SELECT * FROM job_events WHERE feed=? ORDER BY block_number, log_index", (feed,)
+        )
+        return [
+            DeliveredLog(
+                r["block_number"], r["block_hash"], r["log_index"], json.loads(r["payload"])
+            )
+            for r in rows
+        ]
+
+    def forget_jobs(self, feed: str, job_ids: Sequence[str]) -> int:
+        """Drop the events of closed jobs (the driver decides which are closed)."""
+        with self.transaction():
+            return sum(
+                self._conn.execute(
+                    "DELETE FROM job_events WHERE feed=? AND job_id=?", (feed, job_id)
+                ).rowcount
+                for job_id in job_ids
+            )
 
     # -- blob pins (retention) ---------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from taonode.chain.localchain import LocalChain
 from taonode.chain.states import Phase
 from taonode.chain.tx import DirectTransactor
 from taonode.protocol import schedule
-from taonode.protocol.votes import Verdict, VoteDomain, sign_vote
+from taonode.protocol.votes import Verdict, VoteDomain, dispute_id, sign_vote
 from taonode.runtime.merkle import merkle_proof, merkle_root
 from taonode.signer import LocalSigner
 
@@ -33,12 +33,19 @@ TEST_PARAMS = DeployParams(
     minStake=ETHER,
     unbondDelay=5,
     maxNodes=64,
+    profileDelay=6,
 )
 
 DEPLOYER, PROVER, CHALLENGER, CLIENT = 0, 1, 2, 3
 FIRST_VOTER = 4
 MODEL_ID = keccak(b"model")
+MODEL_OPS = 10
 PROFILE_ID = keccak(b"profile")
+
+
+def model_for(num_ops: int) -> bytes:
+    """One registered model per op count (the coordinator takes N from the registry)."""
+    return MODEL_ID if num_ops == MODEL_OPS else keccak(f"model:{num_ops}".encode())
 
 
 def h(label: str | int) -> bytes:
@@ -78,8 +85,12 @@ class Env:
     def domain(self) -> VoteDomain:
         return VoteDomain(self.deployment.chain_id, self.deployment.coordinator)
 
-    async def register_model(self) -> None:
-        await self.as_(CLIENT).models.register_model(MODEL_ID, PROFILE_ID, "ipfs://model")
+    async def register_model(self, num_ops: int = MODEL_OPS) -> bytes:
+        """Register the model with ``num_ops`` ops (once, as the client); returns its id."""
+        model = model_for(num_ops)
+        if await self.c.models.num_ops_of(model) == 0:
+            await self.as_(CLIENT).models.register_model(model, PROFILE_ID, num_ops, "ipfs://m")
+        return model
 
     async def register_voters(self, stakes_ether: Sequence[int]) -> list[int]:
         ids = []
@@ -92,20 +103,30 @@ class Env:
         self.voters = ids
         return ids
 
-    async def commit(self, job: bytes, trace: Trace, prover: int = PROVER) -> TxReceipt:
+    async def commit(
+        self,
+        job: bytes,
+        trace: Trace,
+        prover: int = PROVER,
+        *,
+        ends: tuple[bytes, bytes] | None = None,
+        profile: bytes = PROFILE_ID,
+    ) -> TxReceipt:
+        """Commit ``trace`` for the model of its op count; the input and output digests are the
+        trace's end digests unless ``ends`` says otherwise."""
+        model = await self.register_model(trace.num_ops)
+        inp, out = ends if ends is not None else (trace.digests[0], trace.digests[-1])
         return await self.as_(prover).coordinator.commit_result(
-            job,
-            MODEL_ID,
-            PROFILE_ID,
-            h("input"),
-            h("output"),
-            trace.root,
-            trace.num_ops,
-            value=self.params.proverBond,
+            job, model, profile, inp, out, trace.root, value=self.params.proverBond
         )
 
-    def vote_sig(self, who: int, job: bytes, verdict: Verdict) -> bytes:
-        return sign_vote(self.chain.keys[who], self.domain, job, verdict)
+    def vote_sig(self, who: int, job: bytes, verdict: Verdict, attempt: int = 1) -> bytes:
+        """``who``'s EIP-712 vote in dispute ``attempt`` of ``job``."""
+        return sign_vote(self.chain.keys[who], self.domain, dispute_id(job, attempt), verdict)
+
+    async def attempt(self, job: bytes) -> int:
+        """The number of the job's current (or last) dispute."""
+        return (await self.c.coordinator.result_of(job)).attempts
 
 
 async def make_env(chain: LocalChain, params: DeployParams) -> Env:
@@ -168,10 +189,12 @@ class GameResult:
     receipts: list[TxReceipt]
 
 
-async def play_to_leaf(env: Env, job: bytes, claimed: Trace, reference: Trace) -> GameResult:
-    """Challenge ``job`` and play both sides until the leaf is reached."""
+async def play_to_leaf(
+    env: Env, job: bytes, claimed: Trace, reference: Trace, challenger: int = CHALLENGER
+) -> GameResult:
+    """Challenge ``job`` (as ``challenger``) and play both sides until the leaf is reached."""
     co_p = env.as_(PROVER).coordinator
-    co_c = env.as_(CHALLENGER).coordinator
+    co_c = env.as_(challenger).coordinator
     receipts = [await co_c.challenge(job, value=env.params.challengerBond)]
     rounds = 0
     k = env.params.k
@@ -200,8 +223,6 @@ def with_params(params: DeployParams, **changes: int) -> DeployParams:
 
 async def open_job(env: Env, job: bytes, claimed: Trace, fee: int = ETHER // 10) -> None:
     """Register the model (once), commit ``claimed`` as the prover and fund the job as client."""
-    if await env.c.models.profile_of(MODEL_ID) != PROFILE_ID:
-        await env.register_model()
     await env.commit(job, claimed)
     if fee:
         await env.as_(CLIENT).coordinator.fund_job(job, value=fee)
@@ -224,7 +245,8 @@ async def submit_all(
     """Every member in ``members`` signs ``verdict``; one aggregated submission."""
     committee = list(await env.c.coordinator.committee_of(job))
     seats = [committee.index(m) for m in members]  # type: ignore[arg-type]
-    sigs = [env.vote_sig(key_of(env, m), job, verdict) for m in members]
+    attempt = await env.attempt(job)
+    sigs = [env.vote_sig(key_of(env, m), job, verdict, attempt) for m in members]
     return await env.as_(submitter).coordinator.submit_votes(
         job, seats, [int(verdict)] * len(sigs), sigs
     )

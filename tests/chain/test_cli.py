@@ -26,6 +26,7 @@ async def test_deploy_keystore_succeeds(env: Env, tmp_path: Path) -> None:
     keystore.write_text(json.dumps(Account.encrypt(dev_key(0), "hunter2")))
     password = tmp_path / "pw"
     password.write_text("hunter2\n")
+    password.chmod(0o600)
     params_file = tmp_path / "params.json"
     params = replace(TEST_PARAMS, k=4, committeeSize=5, quorum=3)
     params_file.write_text(json.dumps(asdict(params)))

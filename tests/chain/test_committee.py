@@ -92,7 +92,7 @@ async def test_withdraw_reentrancy_coordinator_reverts(env: Env) -> None:
     trace = Trace.honest(4)
     commit = co._tx(
         "commitResult",
-        [h("job"), MODEL_ID, PROFILE_ID, h(1), h(2), trace.root, trace.num_ops],
+        [h("job"), MODEL_ID, PROFILE_ID, h(1), h(2), trace.root],
     ).data
     bond = env.params.proverBond
     await attacker.forward(co.address, commit, value=bond)

@@ -10,6 +10,8 @@ from taonode.chain.bindings.coordinator import (
     DisputeResolved,
     LeafReached,
     NonVoterPenalized,
+    ResultFinalized,
+    ResultReopened,
     SeedReanchored,
 )
 from taonode.chain.states import NOT_VOTED, Outcome, Phase, Reason, ResultStatus
@@ -57,6 +59,7 @@ async def test_dispute_cheating_prover_loses_succeeds(env: Env, num_ops: int) ->
     game = await play_to_leaf(env, JOB, claimed, reference)
     assert game.leaf_op == cheat_at
     assert game.rounds == schedule.max_rounds(num_ops, env.params.k)
+    assert await env.c.coordinator.trace_root_of(JOB) == claimed.root  # revealed, checked
     leaf = env.c.coordinator.events_of(game.receipts[-1], LeafReached)[0]
     assert leaf.op == cheat_at
     assert leaf.input_frontier == claimed.digests[cheat_at]
@@ -86,6 +89,10 @@ async def test_dispute_cheating_prover_loses_succeeds(env: Env, num_ops: int) ->
 
 @pytest.mark.parametrize("num_ops", [1, 2, 3, 28], ids=["N1", "N2", "Nk", "Nk3p1"])
 async def test_dispute_honest_prover_wins_succeeds(env: Env, num_ops: int) -> None:
+    """An honest prover falsely challenged wins the vote: the result re-opens with a renewed
+    window, and once that closes with no dispute it is finalized with the prover's bond back
+    and the fee. The prover is never slashed; the challenger's bond pays the majority and
+    the treasury, never the prover."""
     claimed, reference = await setup_game(env, num_ops, None)
     game = await play_to_leaf(env, JOB, claimed, reference)
     assert game.leaf_op == 0
@@ -94,13 +101,30 @@ async def test_dispute_honest_prover_wins_succeeds(env: Env, num_ops: int) -> No
     receipt = await env.as_(CLIENT).coordinator.resolve(JOB)
     (ev,) = env.c.coordinator.events_of(receipt, DisputeResolved)
     assert (ev.outcome, ev.winner) == (Outcome.PROVER_WON, env.addr(PROVER))
+    (reopened,) = env.c.coordinator.events_of(receipt, ResultReopened)
     p = env.params
+    assert (reopened.attempt, reopened.window_end) == (
+        1,
+        receipt["blockNumber"] + p.challengeWindow,
+    )
     share = p.challengerBond * p.voterRewardBps // 10_000 // 3
     co = env.c.coordinator
-    assert (await co.result_of(JOB)).status == ResultStatus.FINALIZED
-    expected = p.proverBond + p.challengerBond - 3 * share + FEE
-    assert await co.pending(env.addr(PROVER)) == expected
+    r = await co.result_of(JOB)
+    assert (r.status, r.window_end) == (ResultStatus.PENDING, reopened.window_end)
+    assert await co.pending(env.addr(PROVER)) == 0
     assert await co.pending(env.addr(CHALLENGER)) == 0
+    assert await co.pending(await co.treasury()) == p.challengerBond - 3 * share
+    for m in members:
+        assert await co.pending(m) == share
+    await assert_solvent(env)
+    with pytest.raises(ContractRevert, match="WindowOpen"):
+        await co.finalize(JOB)
+    await env.mine(reopened.window_end - await env.block() + 1)
+    receipt = await env.as_(CLIENT).coordinator.finalize(JOB)
+    (fin,) = env.c.coordinator.events_of(receipt, ResultFinalized)
+    assert (fin.prover, fin.fee) == (env.addr(PROVER), FEE)
+    assert (await co.result_of(JOB)).status == ResultStatus.FINALIZED
+    assert await co.pending(env.addr(PROVER)) == p.proverBond + FEE
     await assert_solvent(env)
 
 
@@ -119,6 +143,8 @@ async def test_timeout_prover_first_move_succeeds(env: Env) -> None:
 
 
 async def test_timeout_challenger_move_succeeds(env: Env) -> None:
+    """A challenger timeout re-opens the result; the whole forfeited bond goes to the
+    treasury (none to the prover), the prover's bond and the fee stay escrowed."""
     claimed, _ = await setup_game(env, 9, 3)
     await env.as_(CHALLENGER).coordinator.challenge(JOB, value=env.params.challengerBond)
     cuts = await env.c.coordinator.expected_cuts(JOB)
@@ -127,10 +153,15 @@ async def test_timeout_challenger_move_succeeds(env: Env) -> None:
     receipt = await env.as_(CLIENT).coordinator.timeout(JOB)
     (ev,) = env.c.coordinator.events_of(receipt, DisputeResolved)
     assert (ev.outcome, ev.reason) == (Outcome.PROVER_WON, Reason.CHALLENGER_TIMEOUT)
+    (reopened,) = env.c.coordinator.events_of(receipt, ResultReopened)
     p = env.params
     co = env.c.coordinator
-    assert await co.pending(env.addr(PROVER)) == p.challengerBond + p.proverBond + FEE
-    assert (await co.result_of(JOB)).status == ResultStatus.FINALIZED
+    assert await co.pending(env.addr(PROVER)) == 0
+    assert await co.pending(await co.treasury()) == p.challengerBond
+    r = await co.result_of(JOB)
+    assert (r.status, r.window_end) == (ResultStatus.PENDING, reopened.window_end)
+    assert await co.total_bonds() == p.proverBond
+    assert (await co.fee_of(JOB)).amount == FEE
     await assert_solvent(env)
 
 
@@ -184,9 +215,37 @@ async def test_prover_move_wrong_proof_reverts(env: Env) -> None:
     forged = [*digests[:2], h("forged"), *digests[3:]]  # a digest not in the trace
     with pytest.raises(ContractRevert, match="BadProof"):
         await co_p.prover_move(JOB, forged, proofs)
-    other = Trace.honest(9, seed="other")  # a consistent proof against another root
-    with pytest.raises(ContractRevert, match="BadProof"):
+    # a consistent proof against another root, with the committed ends: not the commitment
+    other = Trace((claimed.digests[0], *Trace.honest(9, seed="o").digests[1:9], claimed.digests[9]))
+    with pytest.raises(ContractRevert, match="CommitmentMismatch"):
         await co_p.prover_move(JOB, *other.move(cuts))
+
+
+async def test_prover_move_ends_not_committed_reverts(env: Env) -> None:
+    """Attack: the prover returns a manipulated output but commits an honest (recycled) trace.
+    Its first move cannot bind cut N to anything but the committed output digest: the trace's
+    own end is refused (CommitmentMismatch) and the committed digest has no proof (BadProof), so
+    the prover can only time out and lose its bond to the challenger."""
+    await env.register_voters(VOTER_STAKES)
+    honest = Trace.honest(9)
+    await env.commit(JOB, honest, ends=(honest.digests[0], h("manipulated output")))
+    co_p, co_c = env.as_(PROVER).coordinator, env.as_(CHALLENGER).coordinator
+    await co_c.challenge(JOB, value=env.params.challengerBond)
+    cuts = await co_p.expected_cuts(JOB)
+    with pytest.raises(ContractRevert, match="CommitmentMismatch"):
+        await co_p.prover_move(JOB, *honest.move(cuts))
+    digests, proofs = honest.move(cuts)
+    with pytest.raises(ContractRevert, match="BadProof"):
+        await co_p.prover_move(JOB, [digests[0], h("manipulated output"), *digests[2:]], proofs)
+    await env.mine(env.params.moveTimeout + 1)
+    receipt = await co_c.timeout(JOB)
+    (ev,) = env.c.coordinator.events_of(receipt, DisputeResolved)
+    assert (ev.outcome, ev.winner) == (Outcome.CHALLENGER_WON, env.addr(CHALLENGER))
+    assert (await co_p.result_of(JOB)).status == ResultStatus.REJECTED
+    p = env.params
+    assert await co_p.pending(env.addr(CHALLENGER)) == p.challengerBond + p.proverBond
+    assert await co_p.pending(env.addr(PROVER)) == 0
+    await assert_solvent(env)
 
 
 async def test_prover_move_wrong_shape_reverts(env: Env) -> None:
@@ -377,21 +436,23 @@ async def test_resolve_while_voting_reverts(env: Env) -> None:
         await env.c.coordinator.resolve(JOB)
 
 
-async def test_resolve_no_votes_voids_succeeds(env: Env) -> None:
-    """Nobody votes: no decision, bonds and fee returned, every member penalized to treasury."""
+async def test_resolve_no_votes_reopens_succeeds(env: Env) -> None:
+    """Nobody votes: no decision. The challenger's bond is refunded, the result re-opens (the
+    prover's bond and the fee stay escrowed), every member is penalized to the treasury."""
     members = await voting(env)
     await env.mine(env.params.voteWindow + 1)
     receipt = await env.c.coordinator.resolve(JOB)
     (ev,) = env.c.coordinator.events_of(receipt, DisputeResolved)
     assert ev.outcome == Outcome.NO_QUORUM
+    assert len(env.c.coordinator.events_of(receipt, ResultReopened)) == 1
     penalties = env.c.coordinator.events_of(receipt, NonVoterPenalized)
     assert sorted(p.voter for p in penalties) == sorted(members)
     assert all(p.amount == env.params.nonVoterPenalty for p in penalties)
     co, p = env.c.coordinator, env.params
-    assert (await co.result_of(JOB)).status == ResultStatus.VOIDED
-    assert await co.pending(env.addr(PROVER)) == p.proverBond
+    assert (await co.result_of(JOB)).status == ResultStatus.PENDING
+    assert await co.pending(env.addr(PROVER)) == 0
     assert await co.pending(env.addr(CHALLENGER)) == p.challengerBond
-    assert await co.pending(env.addr(CLIENT)) == FEE
+    assert (await co.fee_of(JOB)).amount == FEE
     treasury = await co.treasury()
     assert await env.c.stakes.credits(treasury) == 3 * p.nonVoterPenalty
     await assert_solvent(env)

@@ -101,7 +101,7 @@ def machine_for(env: Env, run: Runner) -> type[RuleBasedStateMachine]:
             the coordinator must then hold exactly nothing."""
             co = env.c.coordinator
             for job in self.traces:
-                for _ in range(12):
+                for _ in range(24):  # disputes that do not reject re-open the result
                     r = run(co.result_of(job))
                     if r.status not in (ResultStatus.PENDING, ResultStatus.DISPUTED):
                         break
@@ -115,7 +115,8 @@ def machine_for(env: Env, run: Runner) -> type[RuleBasedStateMachine]:
                         ]
                         if seats:
                             v = Verdict.THEORETICAL_VIOLATION
-                            sigs = [env.vote_sig(key_of(env, members[i]), job, v) for i in seats]
+                            n = run(env.attempt(job))
+                            sigs = [env.vote_sig(key_of(env, members[i]), job, v, n) for i in seats]
                             self.attempt(co.submit_votes(job, seats, [int(v)] * len(seats), sigs))
                         if not self.attempt(co.resolve(job)):
                             run(env.mine(p.voteWindow + 1))
@@ -247,7 +248,8 @@ def machine_for(env: Env, run: Runner) -> type[RuleBasedStateMachine]:
             committee = run(co.committee_of(job))
             seats = [i for i, m in enumerate(committee) if run(co.ballot_of(job, m)) == NOT_VOTED]
             seats = seats[:count]
-            sigs = [env.vote_sig(key_of(env, committee[i]), job, verdict) for i in seats]
+            n = run(env.attempt(job))
+            sigs = [env.vote_sig(key_of(env, committee[i]), job, verdict, n) for i in seats]
             if sigs:
                 self.attempt(co.submit_votes(job, seats, [int(verdict)] * len(sigs), sigs))
                 self.attempt(co.resolve(job))  # succeeds once every member has voted
@@ -323,7 +325,8 @@ def test_balance_invariant_stateful_succeeds(backend: str) -> None:
             TEST_PARAMS, challengeWindow=40, moveTimeout=25, voteWindow=25, unbondDelay=10
         )
         env = run(make_env(chain, params))
-        run(env.register_model())
+        for n in (1, 2, 5, 9):
+            run(env.register_model(n))
         run(env.register_voters([1, 2, 3, 2, 1]))
         run_state_machine_as_test(
             machine_for(env, run),

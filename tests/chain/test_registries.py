@@ -4,65 +4,138 @@ from __future__ import annotations
 
 import pytest
 
-from taonode.chain.bindings.model_registry import ModelRegistered, ProfileUpdated
+from taonode.chain.bindings.model_registry import ModelRegistered, ProfileProposed
 from taonode.chain.bindings.stake_registry import NodeRegistered, Slashed, Unbonding, Withdrawn
 from taonode.chain.tx import ContractRevert
-from tests.chain.helpers import CLIENT, ETHER, FIRST_VOTER, MODEL_ID, PROFILE_ID, PROVER, Env, h
+from taonode.commands.model_add import register_on_chain
+from taonode.exitcodes import EXIT_OK, EXIT_RUNTIME
+from tests.chain.helpers import (
+    CLIENT,
+    ETHER,
+    FIRST_VOTER,
+    MODEL_ID,
+    MODEL_OPS,
+    PROFILE_ID,
+    PROVER,
+    Env,
+    h,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 async def test_register_model_succeeds(env: Env) -> None:
-    receipt = await env.as_(CLIENT).models.register_model(MODEL_ID, PROFILE_ID, "ipfs://m")
+    receipt = await env.as_(CLIENT).models.register_model(MODEL_ID, PROFILE_ID, 12, "ipfs://m")
     (ev,) = env.c.models.events_of(receipt, ModelRegistered)
-    assert (ev.model_id, ev.owner, ev.profile_id, ev.uri) == (
+    assert (ev.model_id, ev.owner, ev.profile_id, ev.num_ops, ev.uri) == (
         MODEL_ID,
         env.addr(CLIENT),
         PROFILE_ID,
+        12,
         "ipfs://m",
     )
     assert await env.c.models.profile_of(MODEL_ID) == PROFILE_ID
+    assert await env.c.models.num_ops_of(MODEL_ID) == 12
+    assert tuple(await env.c.models.terms_of(MODEL_ID)) == (PROFILE_ID, 12)
     assert await env.c.models.owner_of(MODEL_ID) == env.addr(CLIENT)
     assert await env.c.models.uri_of(MODEL_ID) == "ipfs://m"
+    assert await env.c.models.profile_delay() == env.params.profileDelay
 
 
 async def test_register_model_duplicate_reverts(env: Env) -> None:
     await env.register_model()
     with pytest.raises(ContractRevert, match="ModelExists"):
-        await env.as_(PROVER).models.register_model(MODEL_ID, h("other"), "")
+        await env.as_(PROVER).models.register_model(MODEL_ID, h("other"), MODEL_OPS + 1, "")
 
 
 async def test_register_model_zero_id_reverts(env: Env) -> None:
     with pytest.raises(ContractRevert, match="ZeroId"):
-        await env.c.models.register_model(bytes(32), PROFILE_ID, "")
+        await env.c.models.register_model(bytes(32), PROFILE_ID, 3, "")
 
 
-async def test_update_profile_succeeds(env: Env) -> None:
+async def test_register_model_bad_num_ops_reverts(env: Env) -> None:
+    for n in (0, 2**32 - 1):
+        with pytest.raises(ContractRevert, match="BadNumOps"):
+            await env.c.models.register_model(MODEL_ID, PROFILE_ID, n, "")
+
+
+async def test_propose_profile_succeeds(env: Env) -> None:
+    """The proposed profile is not active before its delay, and active from then on."""
     await env.register_model()
-    receipt = await env.as_(CLIENT).models.update_profile(MODEL_ID, h("p2"), "ipfs://2")
-    (ev,) = env.c.models.events_of(receipt, ProfileUpdated)
-    assert ev.profile_id == h("p2")
-    assert await env.c.models.profile_of(MODEL_ID) == h("p2")
+    models = env.c.models
+    receipt = await env.as_(CLIENT).models.propose_profile(MODEL_ID, h("p2"), "ipfs://2")
+    (ev,) = env.c.models.events_of(receipt, ProfileProposed)
+    active_from = receipt["blockNumber"] + env.params.profileDelay
+    assert (ev.model_id, ev.profile_id, ev.active_from) == (MODEL_ID, h("p2"), active_from)
+    assert tuple(await models.proposal_of(MODEL_ID)) == (h("p2"), active_from)
+    assert await models.profile_of(MODEL_ID) == PROFILE_ID
+    await env.mine(active_from - await env.block())
+    assert await env.block() == active_from
+    assert await models.profile_of(MODEL_ID) == h("p2")
+    assert await models.profile_of(MODEL_ID, block=active_from - 1) == PROFILE_ID
+    # a later proposal keeps the active one until its own delay has passed
+    await env.as_(CLIENT).models.propose_profile(MODEL_ID, h("p3"), "")
+    assert await models.profile_of(MODEL_ID) == h("p2")
+    await env.mine(env.params.profileDelay)
+    assert await models.profile_of(MODEL_ID) == h("p3")
 
 
-async def test_update_profile_not_owner_reverts(env: Env) -> None:
+async def test_propose_profile_replaced_restarts_delay_succeeds(env: Env) -> None:
+    """Replacing a proposal that is not active yet restarts the timelock: an owner cannot use
+    an old proposal's elapsed delay for a new profile."""
+    await env.register_model()
+    owner = env.as_(CLIENT).models
+    await owner.propose_profile(MODEL_ID, h("p2"), "")
+    await env.mine(env.params.profileDelay - 2)
+    receipt = await owner.propose_profile(MODEL_ID, h("p3"), "")
+    assert await env.c.models.profile_of(MODEL_ID) == PROFILE_ID
+    await env.mine(env.params.profileDelay - 1)
+    assert await env.c.models.profile_of(MODEL_ID) == PROFILE_ID
+    await env.mine(1)
+    assert await env.block() == receipt["blockNumber"] + env.params.profileDelay
+    assert await env.c.models.profile_of(MODEL_ID) == h("p3")
+
+
+async def test_propose_profile_not_owner_reverts(env: Env) -> None:
     await env.register_model()
     with pytest.raises(ContractRevert, match="NotModelOwner"):
-        await env.as_(PROVER).models.update_profile(MODEL_ID, h("p2"), "")
+        await env.as_(PROVER).models.propose_profile(MODEL_ID, h("p2"), "")
 
 
-async def test_update_profile_unknown_reverts(env: Env) -> None:
+async def test_propose_profile_unknown_reverts(env: Env) -> None:
     with pytest.raises(ContractRevert, match="UnknownModel"):
-        await env.c.models.update_profile(h("nope"), h("p2"), "")
+        await env.c.models.propose_profile(h("nope"), h("p2"), "")
+    await env.register_model()
+    with pytest.raises(ContractRevert, match="ZeroId"):
+        await env.as_(CLIENT).models.propose_profile(MODEL_ID, bytes(32), "")
 
 
 async def test_transfer_model_succeeds(env: Env) -> None:
     await env.register_model()
     await env.as_(CLIENT).models.transfer_model(MODEL_ID, env.addr(PROVER))
     assert await env.c.models.owner_of(MODEL_ID) == env.addr(PROVER)
-    await env.as_(PROVER).models.update_profile(MODEL_ID, h("p3"), "")
+    await env.as_(PROVER).models.propose_profile(MODEL_ID, h("p3"), "")
     with pytest.raises(ContractRevert, match="NotModelOwner"):
-        await env.as_(CLIENT).models.update_profile(MODEL_ID, h("p4"), "")
+        await env.as_(CLIENT).models.propose_profile(MODEL_ID, h("p4"), "")
+
+
+async def test_model_add_registers_num_ops_succeeds(env: Env) -> None:
+    """``taonode model add``'s chain step registers N and refuses a registration whose N
+    disagrees with the local model; a matching one proposes the new profile (timelock)."""
+    me = env.addr(CLIENT)
+    registry = env.as_(CLIENT).models
+    code, _ = await register_on_chain(registry, me, MODEL_ID, PROFILE_ID, MODEL_OPS, "")
+    assert code == EXIT_OK
+    assert await env.c.models.num_ops_of(MODEL_ID) == MODEL_OPS
+    code, message = await register_on_chain(registry, me, MODEL_ID, h("p2"), MODEL_OPS + 1, "")
+    assert code == EXIT_RUNTIME
+    assert f"{MODEL_OPS} ops" in message
+    assert tuple(await env.c.models.proposal_of(MODEL_ID)) == (bytes(32), 0)
+    code, message = await register_on_chain(registry, me, MODEL_ID, h("p2"), MODEL_OPS, "")
+    assert code == EXIT_OK
+    assert "proposed" in message
+    assert (await env.c.models.proposal_of(MODEL_ID)).profile_id == h("p2")
+    assert await env.c.models.profile_of(MODEL_ID) == PROFILE_ID
 
 
 async def test_register_succeeds(env: Env) -> None:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from eth_utils.crypto import keccak
 
 from taonode.chain.bindings.coordinator import Credited, ResultCommitted, ResultFinalized
 from taonode.chain.states import Phase, ResultStatus
@@ -15,6 +16,7 @@ from tests.chain.helpers import (
     CLIENT,
     ETHER,
     MODEL_ID,
+    MODEL_OPS,
     PROFILE_ID,
     PROVER,
     Env,
@@ -42,13 +44,19 @@ async def test_commit_result_succeeds(env: Env) -> None:
     )
     assert (ev.trace_root, ev.num_ops) == (trace.root, 10)
     assert ev.window_end == receipt["blockNumber"] + env.params.challengeWindow
+    assert (ev.input_digest, ev.output_digest) == (trace.digests[0], trace.digests[-1])
     r = await env.c.coordinator.result_of(JOB)
-    assert (r.prover, r.num_ops, r.status, r.trace_root) == (
+    assert (r.prover, r.num_ops, r.status, r.attempts) == (
         env.addr(PROVER),
         10,
         ResultStatus.PENDING,
-        trace.root,
+        0,
     )
+    assert r.window_end == ev.window_end
+    assert r.commitment == keccak(trace.root + trace.digests[0] + trace.digests[-1])
+    co = env.c.coordinator
+    assert await co.commitment_for(trace.root, trace.digests[0], trace.digests[-1]) == r.commitment
+    assert await env.c.coordinator.dispute_id_of(JOB) == bytes(32)
     assert await env.c.coordinator.total_bonds() == env.params.proverBond
     await assert_solvent(env)
 
@@ -57,7 +65,7 @@ async def test_commit_result_wrong_bond_reverts(env: Env) -> None:
     await env.register_model()
     co = env.as_(PROVER).coordinator
     with pytest.raises(ContractRevert, match="WrongBond"):
-        await co.commit_result(JOB, MODEL_ID, PROFILE_ID, h(1), h(2), h(3), 5, value=1)
+        await co.commit_result(JOB, MODEL_ID, PROFILE_ID, h(1), h(2), h(3), value=1)
 
 
 async def test_commit_result_duplicate_reverts(env: Env) -> None:
@@ -67,24 +75,63 @@ async def test_commit_result_duplicate_reverts(env: Env) -> None:
 
 
 async def test_commit_result_unknown_model_reverts(env: Env) -> None:
-    with pytest.raises(ContractRevert, match="ProfileMismatch"):
-        await env.commit(JOB, Trace.honest(4))
+    co = env.as_(PROVER).coordinator
+    with pytest.raises(ContractRevert, match="UnknownModel"):
+        await co.commit_result(
+            JOB, h("nope"), PROFILE_ID, h(1), h(2), h(3), value=env.params.proverBond
+        )
 
 
 async def test_commit_result_stale_profile_reverts(env: Env) -> None:
+    """Once a proposed profile is active, the previous one can no longer be named."""
     await env.register_model()
-    await env.as_(CLIENT).models.update_profile(MODEL_ID, h("p2"), "")
+    await env.as_(CLIENT).models.propose_profile(MODEL_ID, h("p2"), "")
+    await env.mine(env.params.profileDelay)
     with pytest.raises(ContractRevert, match="ProfileMismatch"):
-        await env.commit(JOB, Trace.honest(4))
+        await env.commit(JOB, Trace.honest(MODEL_OPS))
+    await env.commit(JOB, Trace.honest(MODEL_OPS), profile=h("p2"))
 
 
-async def test_commit_result_zero_ops_reverts(env: Env) -> None:
+async def test_commit_result_not_active_profile_reverts(env: Env) -> None:
+    """Attack: a prover names a profile that is not the model's active one (a looser profile
+    it made up, or one proposed but still in its timelock): refused."""
     await env.register_model()
+    with pytest.raises(ContractRevert, match="ProfileMismatch"):
+        await env.commit(JOB, Trace.honest(MODEL_OPS), profile=h("loose"))
+    await env.as_(CLIENT).models.propose_profile(MODEL_ID, h("loose"), "")
+    await env.mine(env.params.profileDelay - 2)  # the proposal lands one block before active
+    with pytest.raises(ContractRevert, match="ProfileMismatch"):
+        await env.commit(JOB, Trace.honest(MODEL_OPS), profile=h("loose"))
+    # the honest prover, naming the active profile meanwhile, is not affected
+    receipt = await env.commit(JOB, Trace.honest(MODEL_OPS))
+    (ev,) = env.c.coordinator.events_of(receipt, ResultCommitted)
+    assert ev.profile_id == PROFILE_ID
+
+
+async def test_commit_result_num_ops_from_registry_succeeds(env: Env) -> None:
+    """Attack: a prover commits a trace of another length (N + 1 sent the honest challenger
+    past the model's end). commitResult has no numOps: N is the registry's, and a first move
+    with the shorter trace's proofs does not fit."""
+    await env.register_model()  # registered with MODEL_OPS ops
+    short = Trace.honest(MODEL_OPS - 6)
     co = env.as_(PROVER).coordinator
-    with pytest.raises(ContractRevert, match="BadCommitment"):
-        await co.commit_result(
-            JOB, MODEL_ID, PROFILE_ID, h(1), h(2), h(3), 0, value=env.params.proverBond
-        )
+    await co.commit_result(
+        JOB,
+        MODEL_ID,
+        PROFILE_ID,
+        short.digests[0],
+        short.digests[-1],
+        short.root,
+        value=env.params.proverBond,
+    )
+    r = await env.c.coordinator.result_of(JOB)
+    assert r.num_ops == MODEL_OPS
+    await env.as_(CHALLENGER).coordinator.challenge(JOB, value=env.params.challengerBond)
+    cuts = await co.expected_cuts(JOB)
+    assert cuts[:2] == [0, MODEL_OPS]
+    digests = [short.digests[min(c, short.num_ops)] for c in cuts]
+    with pytest.raises(ContractRevert, match="WrongProofLength"):
+        await co.prover_move(JOB, digests, short.move([min(c, short.num_ops) for c in cuts])[1])
 
 
 async def test_fund_job_succeeds(env: Env) -> None:

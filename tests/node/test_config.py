@@ -143,3 +143,53 @@ def test_deploy_example_configs_are_valid_succeeds() -> None:
         config = load_config(path, environ={}, check_files=False)
         assert config.node.roles, path
         assert config.chain.keystore is not None, path
+
+
+PEER = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("listen", "/ip4/300.0.0.1/tcp/4001", "base address '300.0.0.1' is not IPv4"),
+        ("listen", "/ip4/127.0.0.1/tcp/99999", "not in range"),
+        ("listen", "/ip4/127.0.0.1/udp/4001", "listens on /ip4|ip6/<address>/tcp/<port> only"),
+        ("listen", "/ip4/127.0.0.1", "listens on /ip4|ip6/<address>/tcp/<port> only"),
+        ("bootstrap", "/ip4/127.0.0.1/tcp/4001", "/tcp/<port>/p2p/<peer id>"),
+        ("bootstrap", "/ip4/127.0.0.1/tcp/4001/p2p/notapeer", "Invalid CID"),
+        ("bootstrap", f"/ip4/300.0.0.1/tcp/4001/p2p/{PEER}", "is not IPv4"),
+        ("bootstrap", f"/ip4/127.0.0.1/tcp/70000/p2p/{PEER}", "not in range"),
+    ],
+)
+def test_load_config_invalid_multiaddr_reverts(
+    tmp_path: Path, key: str, value: str, problem: str
+) -> None:
+    problems = _problems(_write(tmp_path, f'[node]\ndata_dir = "d"\n[p2p]\n{key} = ["{value}"]\n'))
+    assert any(f"p2p.{key}: " in p and problem in p for p in problems), problems
+
+
+def test_load_config_valid_multiaddrs_succeeds(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        '[node]\ndata_dir = "d"\n[p2p]\nlisten = ["/ip4/0.0.0.0/tcp/4001", "/ip6/::1/tcp/0"]\n'
+        f'bootstrap = ["/ip4/10.0.0.1/tcp/4001/p2p/{PEER}",\n'
+        f'  "/dns4/seed.example/tcp/1/p2p/{PEER}"]\n',
+    )
+    config = load_config(path)
+    assert len(config.p2p.bootstrap) == 2
+
+
+def test_load_config_password_file_mode_reverts(tmp_path: Path) -> None:
+    (tmp_path / "k.json").write_text("{}")
+    password = tmp_path / "p.txt"
+    password.write_text("pw\n")
+    text = '[node]\ndata_dir = "d"\n[chain]\nkeystore = "k.json"\npassword_file = "p.txt"\n'
+    for mode in (0o644, 0o640, 0o604):
+        password.chmod(mode)
+        problems = _problems(_write(tmp_path, text))
+        assert any(f"chain.password_file: {password} has mode {mode:04o}" in p for p in problems), (
+            problems
+        )
+    # The honest operator who followed the docs is not refused.
+    password.chmod(0o600)
+    assert load_config(_write(tmp_path, text)).chain.password_file == password

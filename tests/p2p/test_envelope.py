@@ -25,7 +25,7 @@ from taonode.p2p.envelope import (
     seal,
     sign_vote_with,
 )
-from taonode.protocol.votes import Verdict, VoteDomain, recover_voter
+from taonode.protocol.votes import Verdict, VoteDomain, dispute_id, recover_voter
 from taonode.signer import LocalSigner
 
 DOMAIN = VoteDomain(chain_id=31337, verifying_contract="0x" + "11" * 20)
@@ -184,3 +184,21 @@ def test_bit_flips_never_crash_the_validator(pos: int, byte: int) -> None:
     # Accepted only if the flip was a no-op.
     assert env.sender == s.address
     assert parse(bytes(data)).body == _result()
+
+
+def test_vote_of_an_earlier_attempt_is_rejected() -> None:
+    """A result can be disputed again; a member's vote signed in attempt 1 cannot be passed
+    off as its vote in attempt 2 (the EIP-712 vote signs dispute_id(job, attempt))."""
+    member = _signer()
+    job = b"\x09" * 32
+    first, second = dispute_id(job, 1), dispute_id(job, 2)
+    v = Validator(vote_domain=DOMAIN)
+    v.set_committee(second, frozenset({member.address}))
+    topic = TopicKinds.VOTES
+    stale = sign_vote_with(member, DOMAIN, first, Verdict.WITHIN_TOLERANCE)
+    replayed = seal(member, topic, VoteMessage(second, int(Verdict.WITHIN_TOLERANCE), stale))
+    assert _reason(v, topic, replayed) is Rejection.BAD_VOTE_SIGNATURE
+    fresh = sign_vote_with(member, DOMAIN, second, Verdict.WITHIN_TOLERANCE)
+    env = v.validate(topic, seal(member, topic, VoteMessage(second, 3, fresh)))
+    assert isinstance(env.body, VoteMessage)
+    assert env.body.dispute_id == second

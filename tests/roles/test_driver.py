@@ -15,6 +15,7 @@ from taonode.chain.bindings import coordinator as co
 from taonode.chain.contract import Event
 from taonode.protocol import decisions as d
 from taonode.protocol.dispute import JobView, ResultStatus
+from taonode.roles import driver as driver_module
 from taonode.roles.driver import FeedBatch, Handler, ProtocolDriver, Settled
 from taonode.roles.metrics import RoleMetrics
 
@@ -31,12 +32,17 @@ class ScriptedFeed:
     def __init__(self, history: Sequence[Event] = ()) -> None:
         self._history = list(history)
         self.queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+        self.caught_up = True
+        self.forgotten: list[bytes] = []
 
     async def history(self) -> list[Event]:
         return list(self._history)
 
     async def next_batch(self) -> FeedBatch:
         return await self.queue.get()
+
+    async def forget(self, job_ids: Sequence[bytes]) -> None:
+        self.forgotten.extend(job_ids)
 
 
 def committed(job_id: bytes, block: int, log_index: int = 0) -> co.ResultCommitted:
@@ -248,3 +254,118 @@ async def test_driver_stop_starts_no_new_actions_succeeds() -> None:
     # Nothing left running (a restarted action would block on the gate forever).
     await asyncio.wait_for(driver.idle(), 5)
     assert calls == [calls[0]]
+
+
+def committee_drawn(job_id: bytes, block: int, log_index: int = 0) -> co.CommitteeDrawn:
+    return co.CommitteeDrawn(
+        address=COORDINATOR,
+        block_number=block,
+        tx_hash=bytes([block]) * 32,
+        log_index=log_index,
+        job_id=job_id,
+        members=[PROVER],
+        vote_deadline=block + 10,
+    )
+
+
+def ignored(driver: ProtocolDriver, reason: str) -> float:
+    value = driver.metrics.events_ignored.labels(reason=reason)._value.get()
+    return float(value)
+
+
+async def test_driver_restart_history_with_unknown_job_event_ignored_succeeds() -> None:
+    # The crash of issue 13: the history starts mid-game (the job's commitment is missing).
+    # The event is counted and skipped; the node starts and follows the jobs it does know.
+    feed = ScriptedFeed([committee_drawn(JOB_B, 2), committed(JOB_A, 3)])
+    recorder = Recorder()
+    driver = make_driver(feed, recorder)
+    await driver.start()
+    assert set(driver.state.views) == {JOB_A}
+    assert ignored(driver, "unknown_job") == 1
+    # The same event arriving live takes the same path.
+    driver.ingest(FeedBatch(head=5, events=[committee_drawn(JOB_B, 5)]))
+    assert ignored(driver, "unknown_job") == 2
+    assert set(driver.state.views) == {JOB_A}
+
+
+async def test_driver_invalid_event_for_known_job_ignored_succeeds() -> None:
+    feed = ScriptedFeed([committed(JOB_A, 3)])
+    driver = make_driver(feed, Recorder())
+    await driver.start()
+    # A committee for a job with no dispute does not fit its state: logged, counted, skipped.
+    driver.ingest(FeedBatch(head=6, events=[committee_drawn(JOB_A, 6)]))
+    assert ignored(driver, "invalid") == 1
+    assert status(driver, JOB_A) is ResultStatus.PENDING
+    assert driver.state.views[JOB_A].dispute is None
+
+
+async def test_driver_duplicate_delivery_applied_once_succeeds() -> None:
+    # At-least-once delivery: the event kept before a crash arrives again after the restart.
+    commit_a = committed(JOB_A, 3)
+    feed = ScriptedFeed([commit_a])
+    driver = make_driver(feed, Recorder())
+    await driver.start()
+    driver.ingest(FeedBatch(head=4, events=[commit_a]))
+    assert ignored(driver, "duplicate") == 1
+    assert ignored(driver, "invalid") == 0  # not applied (it would be "committed twice")
+    assert driver.state.raw == [commit_a]
+
+
+async def test_driver_no_actions_before_feed_caught_up_succeeds() -> None:
+    feed = ScriptedFeed([committed(JOB_A, 3)])
+    feed.caught_up = False
+    recorder = Recorder()
+    driver = make_driver(feed, recorder)
+    await driver.start()
+    runner = asyncio.create_task(driver.run())
+    try:
+        await feed.queue.put(FeedBatch(head=WINDOW_END + 1))
+        await until(lambda: feed.queue.empty())
+        await settle(driver)
+        driver.kick()
+        await settle(driver)
+        # Replaying the chain: no decision yet, and not ready.
+        assert recorder.calls == []
+        assert not driver.ready()
+        feed.caught_up = True
+        await feed.queue.put(FeedBatch(head=WINDOW_END + 2))
+        await until(lambda: len(recorder.calls) == 1)
+        assert driver.ready()
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_driver_prune_forgets_only_jobs_closed_long_ago_succeeds() -> None:
+    feed = ScriptedFeed([committed(JOB_A, 3), committed(JOB_B, 4), finalized(JOB_B, 12)])
+    driver = make_driver(feed, Recorder())
+    driver.retain_blocks = 100
+    await driver.start()
+    driver.ingest(FeedBatch(head=100))
+    assert await driver.prune() == []  # B closed 88 blocks ago: kept (a reorg may re-open it)
+    driver.ingest(FeedBatch(head=500))
+    # A is still open after 500 blocks: never forgotten, whatever its age.
+    assert await driver.prune() == [JOB_B]
+    assert feed.forgotten == [JOB_B]
+    assert set(driver.state.views) == {JOB_A}
+    assert all(getattr(e, "job_id", None) == JOB_A for e in driver.state.raw)
+
+
+def test_no_log_call_passes_event_keyword_succeeds() -> None:
+    """structlog's first positional argument is ``event``: ``log.warning("…", event=…)``
+    raises TypeError inside the error path it was meant to report (issue 13)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(driver_module.__file__).resolve().parents[2]
+    bad = []
+    for path in [*root.joinpath("taonode").rglob("*.py"), *root.joinpath("bench").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in {"debug", "info", "warning", "error", "exception", "bind"}
+                and any(k.arg == "event" for k in node.keywords)
+            ):
+                bad.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert bad == []

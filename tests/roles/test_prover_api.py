@@ -94,7 +94,9 @@ async def prover(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Prov
     model, example = await asyncio.to_thread(prepare_model, "transformer", workdir)
     profile = await asyncio.to_thread(calibrate_profile, model, example, DEVNET_PARAMS.k)
     contracts = Contracts.connect(chain.w3, deployment, transactor)
-    await contracts.models.register_model(model.model_id, profile.profile_id, "test:transformer")
+    await contracts.models.register_model(
+        model.model_id, profile.profile_id, model.num_ops, "test:transformer"
+    )
     judge = ProfileJudge(model, profile, DEVNET_PARAMS.k)
     spec = RoleNodeSpec(
         name="prover",
@@ -337,3 +339,44 @@ async def test_infer_bad_requests_clear_errors_node_healthy_reverts(prover: Prov
     status, reply = await prover.post_json({"model_id": prover.model_hex, "inputs": good})
     assert status == 200, reply
     assert_plain_forward(model, inputs, reply["outputs"])
+
+
+async def test_infer_after_profile_change_on_chain_refused_then_served_again_succeeds(
+    prover: Prover,
+) -> None:
+    """Issue 13: after `model add` changed the profile on chain, a running prover answered
+    200 and every commit reverted ProfileMismatch. Now it refuses before computing."""
+    model = prover.model
+    registry = prover.contracts.models
+    served = await registry.profile_of(model.model_id)
+    body = {
+        "model_id": prover.model_hex,
+        "inputs": json_inputs(inputs_like(model, prover.example, 9)),
+    }
+
+    async def wait_head_past(block: int) -> None:
+        for _ in range(200):
+            if prover.node.driver.state.head > block:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("the prover's head did not move")
+
+    other = b"\x77" * 32
+    # Profiles change only through the registry's timelock: the change is live once active.
+    delay = DEVNET_PARAMS.profileDelay
+    receipt = await registry.propose_profile(model.model_id, other, "test:changed")
+    try:
+        await wait_head_past(int(receipt["blockNumber"]) + delay)
+        status, refused = await prover.post_json(body)
+        assert status == 409, refused
+        assert refused["error"] == "profile changed on chain"
+        assert "0x" + other.hex() in refused["detail"]
+        assert "taonode model add" in refused["detail"]
+    finally:
+        receipt = await registry.propose_profile(model.model_id, served, "test:transformer")
+    # The honest case: the chain's profile is the served one again, the job is served and
+    # committed (no refusal left over from the cache).
+    await wait_head_past(int(receipt["blockNumber"]) + delay)
+    status, answered = await prover.post_json(body)
+    assert status == 200, answered
+    await prover.committed_job(str(answered["job_id"]))

@@ -107,6 +107,7 @@ def test_load_signer_tampered_address_reverts(tmp_path: Path) -> None:
 def test_password_source_file_env_prompt_succeeds(tmp_path: Path) -> None:
     pw = tmp_path / "pw"
     pw.write_text("secret\n")
+    pw.chmod(0o600)
     assert PasswordSource(file=pw).read() == "secret"
     assert PasswordSource(env="PW").read(environ={"PW": "s2"}) == "s2"
     answers = iter(["s3", "s3"])
@@ -116,10 +117,18 @@ def test_password_source_file_env_prompt_succeeds(tmp_path: Path) -> None:
 def test_password_source_errors_revert(tmp_path: Path) -> None:
     with pytest.raises(KeystoreError, match="not set"):
         PasswordSource(env="PW").read(environ={})
-    with pytest.raises(KeystoreError, match="cannot read"):
+    with pytest.raises(KeystoreError, match="password file: file not found"):
         PasswordSource(file=tmp_path / "missing").read()
+    # The docs say 0600: a group- or world-readable password file is refused, not read.
+    for mode in (0o644, 0o640, 0o604, 0o660):
+        loose = tmp_path / f"loose{mode:o}"
+        loose.write_text("secret\n")
+        loose.chmod(mode)
+        with pytest.raises(KeystoreError, match=f"has mode {mode:04o}.*chmod 600"):
+            PasswordSource(file=loose).read()
     empty = tmp_path / "empty"
     empty.write_text("\n")
+    empty.chmod(0o600)
     with pytest.raises(KeystoreError, match="empty"):
         PasswordSource(file=empty).read()
     answers = iter(["a", "b"])
@@ -145,6 +154,7 @@ def test_keys_cli_new_show_import_succeeds(
     keyfile.write_text("0x" + KEY.hex() + "\n")
     pwfile = tmp_path / "pw"
     pwfile.write_text("pw2")
+    pwfile.chmod(0o600)
     imported = tmp_path / "imp.json"
     code = main(
         [
@@ -192,6 +202,7 @@ def test_load_node_signer_checks_mode_before_password_reverts(tmp_path: Path) ->
     create_keystore(path, "pw", scrypt_n=N)
     pwfile = tmp_path / "pw"
     pwfile.write_text("pw\n")
+    pwfile.chmod(0o600)
     assert load_node_signer(path, PasswordSource(file=pwfile)).address == keystore_address(path)
     path.chmod(0o644)
     with pytest.raises(InsecureKeystoreError):

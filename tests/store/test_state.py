@@ -188,7 +188,7 @@ async def test_run_executes_off_the_loop_succeeds(store: StateStore) -> None:
     store.close()
 
 
-def test_migrate_v1_to_v2_keeps_data_succeeds(
+def test_migrate_to_next_version_keeps_data_succeeds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import taonode.store.state as state
@@ -199,9 +199,9 @@ def test_migrate_v1_to_v2_keeps_data_succeeds(
     s.close()
     v2 = ("ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",)
     monkeypatch.setattr(state, "MIGRATIONS", (*state.MIGRATIONS, v2))
-    monkeypatch.setattr(state, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(state, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     s = StateStore(path)
-    assert s.schema_version == 2
+    assert s.schema_version == SCHEMA_VERSION + 1
     assert s.get_job("j1") is not None
     s.close()
 
@@ -215,11 +215,11 @@ def test_migrate_failing_step_rolls_back_reverts(
     StateStore(path).close()
     bad = ("CREATE TABLE extra (x INTEGER)", "THIS IS NOT SQL")
     monkeypatch.setattr(state, "MIGRATIONS", (*state.MIGRATIONS, bad))
-    monkeypatch.setattr(state, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(state, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     with pytest.raises(sqlite3.OperationalError):
         StateStore(path)
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "extra" not in tables  # the whole step rolled back, not half of it
     conn.close()

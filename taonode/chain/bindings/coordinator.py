@@ -29,6 +29,7 @@ __all__ = [
     "ResultCommitted",
     "ResultFinalized",
     "ResultInfo",
+    "ResultReopened",
     "SeedReanchored",
     "TallyInfo",
     "TaoCoordinator",
@@ -93,13 +94,15 @@ class DisputeOpened(Event):
 
     EVENT_NAME: ClassVar[str] = "DisputeOpened"
     TOPIC: ClassVar[bytes] = bytes.fromhex(
-        "c3b43697399e1cb967b3a1d59c83b1b6d363902b0a7c957834d9c2b502a59a41"
+        "20b54e6110f5c3e79530eb424ec947bd378e4bcea353eff25ab32e5a1fd681e4"
     )
-    TYPES: ClassVar[tuple[str, ...]] = ("bytes32", "address", "uint64")
-    INDEXED: ClassVar[tuple[bool, ...]] = (True, True, False)
+    TYPES: ClassVar[tuple[str, ...]] = ("bytes32", "address", "uint16", "bytes32", "uint64")
+    INDEXED: ClassVar[tuple[bool, ...]] = (True, True, False, False, False)
 
     job_id: bytes
     challenger: ChecksumAddress
+    attempt: int
+    dispute_id: bytes
     deadline: int
 
 
@@ -268,6 +271,22 @@ class ResultFinalized(Event):
 
 
 @dataclass(frozen=True)
+class ResultReopened(Event):
+    """Event ``ResultReopened``."""
+
+    EVENT_NAME: ClassVar[str] = "ResultReopened"
+    TOPIC: ClassVar[bytes] = bytes.fromhex(
+        "31d3c565b2116bb3a49e382ce9d78f63c695935f3eb996a00aeb835bbd62cc17"
+    )
+    TYPES: ClassVar[tuple[str, ...]] = ("bytes32", "uint16", "uint64")
+    INDEXED: ClassVar[tuple[bool, ...]] = (True, False, False)
+
+    job_id: bytes
+    attempt: int
+    window_end: int
+
+
+@dataclass(frozen=True)
 class SeedReanchored(Event):
     """Event ``SeedReanchored``."""
 
@@ -333,9 +352,10 @@ class FeeInfo(NamedTuple):
 class ResultInfo(NamedTuple):
     prover: ChecksumAddress
     num_ops: int
-    commit_block: int
+    window_end: int
     status: int
-    trace_root: bytes
+    attempts: int
+    commitment: bytes
 
 
 class TallyInfo(NamedTuple):
@@ -362,6 +382,7 @@ class TaoCoordinator(ContractBinding):
         ProverMoved.TOPIC: ProverMoved,
         ResultCommitted.TOPIC: ResultCommitted,
         ResultFinalized.TOPIC: ResultFinalized,
+        ResultReopened.TOPIC: ResultReopened,
         SeedReanchored.TOPIC: SeedReanchored,
         VoteCast.TOPIC: VoteCast,
         Withdrawn.TOPIC: Withdrawn,
@@ -447,14 +468,13 @@ class TaoCoordinator(ContractBinding):
         input_digest: bytes,
         output_digest: bytes,
         trace_root: bytes,
-        num_ops: int,
         *,
         value: int = 0,
     ) -> TxRequest:
         """``commitResult`` as a request for any sender."""
         return self._tx(
             "commitResult",
-            [job_id, model_id, profile_id, input_digest, output_digest, trace_root, num_ops],
+            [job_id, model_id, profile_id, input_digest, output_digest, trace_root],
             value,
         )
 
@@ -466,23 +486,27 @@ class TaoCoordinator(ContractBinding):
         input_digest: bytes,
         output_digest: bytes,
         trace_root: bytes,
-        num_ops: int,
         *,
         value: int = 0,
     ) -> TxReceipt:
         """Send ``commitResult`` and wait for the receipt."""
         return await self._send(
             self.commit_result_tx(
-                job_id,
-                model_id,
-                profile_id,
-                input_digest,
-                output_digest,
-                trace_root,
-                num_ops,
-                value=value,
+                job_id, model_id, profile_id, input_digest, output_digest, trace_root, value=value
             )
         )
+
+    async def commitment_for(
+        self,
+        trace_root: bytes,
+        input_digest: bytes,
+        output_digest: bytes,
+        *,
+        block: BlockIdentifier = "latest",
+    ) -> bytes:
+        """``commitmentFor``"""
+        out = await self._call("commitmentFor", [trace_root, input_digest, output_digest], block)
+        return cast(bytes, convert("bytes32", out))
 
     async def committee_of(
         self, job_id: bytes, *, block: BlockIdentifier = "latest"
@@ -495,6 +519,18 @@ class TaoCoordinator(ContractBinding):
         """``committeeSize``"""
         out = await self._call("committeeSize", [], block)
         return cast(int, convert("uint8", out))
+
+    async def dispute_id_for(
+        self, job_id: bytes, attempt: int, *, block: BlockIdentifier = "latest"
+    ) -> bytes:
+        """``disputeIdFor``"""
+        out = await self._call("disputeIdFor", [job_id, attempt], block)
+        return cast(bytes, convert("bytes32", out))
+
+    async def dispute_id_of(self, job_id: bytes, *, block: BlockIdentifier = "latest") -> bytes:
+        """``disputeIdOf``"""
+        out = await self._call("disputeIdOf", [job_id], block)
+        return cast(bytes, convert("bytes32", out))
 
     async def dispute_of(self, job_id: bytes, *, block: BlockIdentifier = "latest") -> DisputeInfo:
         """``disputeOf``"""
@@ -628,7 +664,8 @@ class TaoCoordinator(ContractBinding):
             cast(int, convert("uint32", out[1])),
             cast(int, convert("uint64", out[2])),
             cast(int, convert("uint8", out[3])),
-            cast(bytes, convert("bytes32", out[4])),
+            cast(int, convert("uint16", out[4])),
+            cast(bytes, convert("bytes32", out[5])),
         )
 
     async def stakes(self, *, block: BlockIdentifier = "latest") -> ChecksumAddress:
@@ -689,6 +726,11 @@ class TaoCoordinator(ContractBinding):
         """``totalPending``"""
         out = await self._call("totalPending", [], block)
         return cast(int, convert("uint256", out))
+
+    async def trace_root_of(self, job_id: bytes, *, block: BlockIdentifier = "latest") -> bytes:
+        """``traceRootOf``"""
+        out = await self._call("traceRootOf", [job_id], block)
+        return cast(bytes, convert("bytes32", out))
 
     async def treasury(self, *, block: BlockIdentifier = "latest") -> ChecksumAddress:
         """``treasury``"""

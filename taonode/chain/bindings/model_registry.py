@@ -5,7 +5,7 @@ from ``artifacts/ModelRegistry.json``; do not edit (``taonode contracts build``)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, cast
+from typing import ClassVar, NamedTuple, cast
 
 from eth_typing import ChecksumAddress
 from web3.types import BlockIdentifier, TxReceipt
@@ -13,7 +13,14 @@ from web3.types import BlockIdentifier, TxReceipt
 from taonode.chain.contract import ContractBinding, Event, convert
 from taonode.chain.tx import TxRequest
 
-__all__ = ["ModelRegistered", "ModelRegistry", "ModelTransferred", "ProfileUpdated"]
+__all__ = [
+    "ModelRegistered",
+    "ModelRegistry",
+    "ModelTransferred",
+    "ProfileProposed",
+    "ProposalInfo",
+    "TermsInfo",
+]
 
 
 @dataclass(frozen=True)
@@ -22,14 +29,15 @@ class ModelRegistered(Event):
 
     EVENT_NAME: ClassVar[str] = "ModelRegistered"
     TOPIC: ClassVar[bytes] = bytes.fromhex(
-        "1e2a9a631bbfb329441b8b0562954eb34164dcc8c86e3b82132c2dbe47611603"
+        "db08070951195ce88632daee86fba1ea5e0131b181a8218cc4b76c8b8724e0dd"
     )
-    TYPES: ClassVar[tuple[str, ...]] = ("bytes32", "address", "bytes32", "string")
-    INDEXED: ClassVar[tuple[bool, ...]] = (True, True, False, False)
+    TYPES: ClassVar[tuple[str, ...]] = ("bytes32", "address", "bytes32", "uint32", "string")
+    INDEXED: ClassVar[tuple[bool, ...]] = (True, True, False, False, False)
 
     model_id: bytes
     owner: ChecksumAddress
     profile_id: bytes
+    num_ops: int
     uri: str
 
 
@@ -50,19 +58,30 @@ class ModelTransferred(Event):
 
 
 @dataclass(frozen=True)
-class ProfileUpdated(Event):
-    """Event ``ProfileUpdated``."""
+class ProfileProposed(Event):
+    """Event ``ProfileProposed``."""
 
-    EVENT_NAME: ClassVar[str] = "ProfileUpdated"
+    EVENT_NAME: ClassVar[str] = "ProfileProposed"
     TOPIC: ClassVar[bytes] = bytes.fromhex(
-        "c21461d1c0e968d62513a41f77ce9a7d4d96ac877bd7dd2c6bc83d36c34370b0"
+        "601446e2eb6643b84fcda3cca493430a80f892e0db6d600e556edef4cf784350"
     )
-    TYPES: ClassVar[tuple[str, ...]] = ("bytes32", "bytes32", "string")
-    INDEXED: ClassVar[tuple[bool, ...]] = (True, False, False)
+    TYPES: ClassVar[tuple[str, ...]] = ("bytes32", "bytes32", "uint64", "string")
+    INDEXED: ClassVar[tuple[bool, ...]] = (True, False, False, False)
 
     model_id: bytes
     profile_id: bytes
+    active_from: int
     uri: str
+
+
+class ProposalInfo(NamedTuple):
+    profile_id: bytes
+    active_from: int
+
+
+class TermsInfo(NamedTuple):
+    profile_id: bytes
+    num_ops: int
 
 
 class ModelRegistry(ContractBinding):
@@ -72,8 +91,13 @@ class ModelRegistry(ContractBinding):
     EVENTS: ClassVar[dict[bytes, type[Event]]] = {
         ModelRegistered.TOPIC: ModelRegistered,
         ModelTransferred.TOPIC: ModelTransferred,
-        ProfileUpdated.TOPIC: ProfileUpdated,
+        ProfileProposed.TOPIC: ProfileProposed,
     }
+
+    async def num_ops_of(self, model_id: bytes, *, block: BlockIdentifier = "latest") -> int:
+        """``numOpsOf``"""
+        out = await self._call("numOpsOf", [model_id], block)
+        return cast(int, convert("uint32", out))
 
     async def owner_of(
         self, model_id: bytes, *, block: BlockIdentifier = "latest"
@@ -82,18 +106,53 @@ class ModelRegistry(ContractBinding):
         out = await self._call("ownerOf", [model_id], block)
         return cast(ChecksumAddress, convert("address", out))
 
+    async def profile_delay(self, *, block: BlockIdentifier = "latest") -> int:
+        """``profileDelay``"""
+        out = await self._call("profileDelay", [], block)
+        return cast(int, convert("uint64", out))
+
     async def profile_of(self, model_id: bytes, *, block: BlockIdentifier = "latest") -> bytes:
         """``profileOf``"""
         out = await self._call("profileOf", [model_id], block)
         return cast(bytes, convert("bytes32", out))
 
-    def register_model_tx(self, model_id: bytes, profile_id: bytes, uri: str) -> TxRequest:
-        """``registerModel`` as a request for any sender."""
-        return self._tx("registerModel", [model_id, profile_id, uri], 0)
+    async def proposal_of(
+        self, model_id: bytes, *, block: BlockIdentifier = "latest"
+    ) -> ProposalInfo:
+        """``proposalOf``"""
+        out = await self._call("proposalOf", [model_id], block)
+        return ProposalInfo(
+            cast(bytes, convert("bytes32", out[0])),
+            cast(int, convert("uint64", out[1])),
+        )
 
-    async def register_model(self, model_id: bytes, profile_id: bytes, uri: str) -> TxReceipt:
+    def propose_profile_tx(self, model_id: bytes, profile_id: bytes, uri: str) -> TxRequest:
+        """``proposeProfile`` as a request for any sender."""
+        return self._tx("proposeProfile", [model_id, profile_id, uri], 0)
+
+    async def propose_profile(self, model_id: bytes, profile_id: bytes, uri: str) -> TxReceipt:
+        """Send ``proposeProfile`` and wait for the receipt."""
+        return await self._send(self.propose_profile_tx(model_id, profile_id, uri))
+
+    def register_model_tx(
+        self, model_id: bytes, profile_id: bytes, num_ops: int, uri: str
+    ) -> TxRequest:
+        """``registerModel`` as a request for any sender."""
+        return self._tx("registerModel", [model_id, profile_id, num_ops, uri], 0)
+
+    async def register_model(
+        self, model_id: bytes, profile_id: bytes, num_ops: int, uri: str
+    ) -> TxReceipt:
         """Send ``registerModel`` and wait for the receipt."""
-        return await self._send(self.register_model_tx(model_id, profile_id, uri))
+        return await self._send(self.register_model_tx(model_id, profile_id, num_ops, uri))
+
+    async def terms_of(self, model_id: bytes, *, block: BlockIdentifier = "latest") -> TermsInfo:
+        """``termsOf``"""
+        out = await self._call("termsOf", [model_id], block)
+        return TermsInfo(
+            cast(bytes, convert("bytes32", out[0])),
+            cast(int, convert("uint32", out[1])),
+        )
 
     def transfer_model_tx(self, model_id: bytes, new_owner: str) -> TxRequest:
         """``transferModel`` as a request for any sender."""
@@ -102,14 +161,6 @@ class ModelRegistry(ContractBinding):
     async def transfer_model(self, model_id: bytes, new_owner: str) -> TxReceipt:
         """Send ``transferModel`` and wait for the receipt."""
         return await self._send(self.transfer_model_tx(model_id, new_owner))
-
-    def update_profile_tx(self, model_id: bytes, profile_id: bytes, uri: str) -> TxRequest:
-        """``updateProfile`` as a request for any sender."""
-        return self._tx("updateProfile", [model_id, profile_id, uri], 0)
-
-    async def update_profile(self, model_id: bytes, profile_id: bytes, uri: str) -> TxReceipt:
-        """Send ``updateProfile`` and wait for the receipt."""
-        return await self._send(self.update_profile_tx(model_id, profile_id, uri))
 
     async def uri_of(self, model_id: bytes, *, block: BlockIdentifier = "latest") -> str:
         """``uriOf``"""

@@ -10,7 +10,6 @@ as shipped by all-MiniLM-L6-v2.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor, nn
+
+from taonode.runtime import safejson
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,9 @@ class BertConfig:
 
     @classmethod
     def from_json(cls, path: Path) -> BertConfig:
-        raw = json.loads(path.read_text())
+        raw = safejson.load_file(path, safejson.JsonLimits(max_bytes=1 << 20, max_depth=8))
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: not a JSON object")
         if raw.get("model_type", "bert") != "bert":
             raise ValueError(f"{path}: model_type {raw.get('model_type')!r} is not 'bert'")
         if raw.get("hidden_act", "gelu") != "gelu":
