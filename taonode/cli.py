@@ -62,8 +62,9 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error"), help="minimum log level"
     )
-    # Tests and local networks only (refused unless the chain id is a local one).
-    parser.add_argument("--unsafe-cheat", help=argparse.SUPPRESS)
+    # Tests and local networks only (refused unless the chain id is a local one); documented
+    # in docs/adversary.md and the runbook's dev-only flags, hidden from --help.
+    parser.add_argument("--unsafe-adversary", metavar="STRATEGY", help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, summary in COMMANDS.items():
         if name == selected:
@@ -110,5 +111,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         roles=tuple(args.roles) if args.roles else None,
         log_format=args.log_format,
         log_level=args.log_level,
-        cheat=args.unsafe_cheat,
+        adversary=args.unsafe_adversary,
     )

@@ -11,6 +11,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -23,13 +24,22 @@ from taonode.exitcodes import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 from taonode.logs import LogFormat, configure_logging, get_logger
 from taonode.metrics import LoopLagMonitor, NodeMetrics
 from taonode.roles.assemble import RoleNode, RoleNodeSpec, build_role_node
-from taonode.roles.cheats import CHEATS, Cheat
+from taonode.roles.behaviour import ChallengerBehaviour, ProverBehaviour, VoterBehaviour
 from taonode.runtime.safejson import restore_recursion_limit
 from taonode.service import Component, ReadinessProbe, StartupError, supervise
 from taonode.wiring import ChainParts, connect_chain, load_served, models_dir
 
 LOCAL_CHAIN_IDS = frozenset({31337, 131277322940537})
-"""anvil's and eth-tester's chain ids: the only chains a devnet cheat may run on."""
+"""anvil's and eth-tester's chain ids: the only chains an adversary strategy may run on."""
+
+
+@dataclass(frozen=True)
+class Behaviours:
+    """The node's behaviour objects (``None``: honest)."""
+
+    prover: ProverBehaviour | None = None
+    challenger: ChallengerBehaviour | None = None
+    voter: VoterBehaviour | None = None
 
 
 class Node:
@@ -43,7 +53,8 @@ class Node:
         self.components: list[Component] = []
         self.routes: list[Route] = []
         self.role_node: RoleNode | None = None
-        self.cheat: Cheat | None = None
+        self.behaviours: Behaviours = Behaviours()
+        """Honest unless ``--unsafe-adversary`` chose a strategy (local chains only)."""
         if config.metrics.enabled:
             self.components.append(LoopLagMonitor(self.metrics, config.metrics.loop_lag_interval_s))
         self.readiness = ReadinessProbe([])
@@ -96,7 +107,9 @@ class Node:
             max_fee_wei=int(config.chain.max_fee_gwei * 10**9),
             voter_stake_wei=int(config.voter.stake_eth * 10**18),
             register_voter=config.voter.auto_register,
-            cheat=self.cheat,
+            prover_behaviour=self.behaviours.prover,
+            challenger_behaviour=self.behaviours.challenger,
+            voter_behaviour=self.behaviours.voter,
             start_block=min(head, parts.deployment.block),
             profiles=tuple(p for s in stored for p in s.profiles),
         )
@@ -138,14 +151,14 @@ class Node:
         return EXIT_OK
 
 
-async def _serve(config: NodeConfig, cheat: Cheat | None) -> int:
+async def _serve(config: NodeConfig, behaviours: Behaviours) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
         node = Node(config)
-        node.cheat = cheat
+        node.behaviours = behaviours
         return await node.run(stop)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -157,7 +170,7 @@ def run_daemon(
     roles: Sequence[str] | None,
     log_format: str | None,
     log_level: str | None,
-    cheat: str | None = None,
+    adversary: str | None = None,
 ) -> int:
     try:
         config = load_config(config_path)
@@ -167,18 +180,26 @@ def run_daemon(
     if roles:
         chosen: tuple[Role, ...] = tuple(r for r in ("prover", "challenger", "voter") if r in roles)
         config = config.with_roles(chosen)
-    chosen_cheat: Cheat | None = None
-    if cheat is not None:
-        # Only for tests and local networks: a cheating prover on a public chain would just
+    behaviours = Behaviours()
+    if adversary is not None:
+        # Only for tests and local networks: a cheating node on a public chain would just
         # lose its bonds, but it must never be one typo away.
-        if config.chain.chain_id not in LOCAL_CHAIN_IDS or cheat not in CHEATS:
+        if config.chain.chain_id not in LOCAL_CHAIN_IDS:
             print(
-                f"taonode: --unsafe-cheat {cheat} is refused (local chains only: "
-                f"{sorted(LOCAL_CHAIN_IDS)}; known: {', '.join(CHEATS)})",
+                f"taonode: --unsafe-adversary {adversary} is refused (local chains only: "
+                f"{sorted(LOCAL_CHAIN_IDS)})",
                 file=sys.stderr,
             )
             return EXIT_USAGE
-        chosen_cheat = CHEATS[cheat]
+        # Imported only here: the adversary package is never loaded by an honest node.
+        from taonode.adversary.load import StrategyError, load_strategy
+
+        try:
+            party = load_strategy(adversary).parties_cache[0]
+        except StrategyError as exc:
+            print(f"taonode: --unsafe-adversary refused: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        behaviours = Behaviours(party.prover, party.challenger, party.voter)
     fmt: LogFormat = "console" if (log_format or config.log.format) == "console" else "json"
     configure_logging(fmt, log_level or config.log.level)
     log = get_logger("taonode.node", node=config.node.name)
@@ -195,6 +216,6 @@ def run_daemon(
             roles=list(config.node.roles),
             config=str(config.source),
         )
-        return asyncio.run(_serve(config, chosen_cheat))
+        return asyncio.run(_serve(config, behaviours))
     finally:
         lock.release()

@@ -25,7 +25,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--cheats",
         default=None,
-        help="comma-separated cheating provers to run (default: all of them)",
+        help="comma-separated built-in strategies to run (default: the classic cheating "
+        "provers; 'none' for only the honest job and --adversary ones)",
+    )
+    parser.add_argument(
+        "--adversary",
+        action="append",
+        default=[],
+        metavar="STRATEGY",
+        help="also run this strategy: a built-in name or FILE.py:NAME (repeatable; "
+        "docs/adversary.md)",
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds for all jobs")
     parser.add_argument("--workdir", type=Path, help="keep node data here (default: temporary)")
@@ -34,8 +43,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from taonode.adversary.builtin import BUILTIN
+    from taonode.adversary.load import StrategyError, load_strategy
     from taonode.devnet import DEFAULT_CHEATS, DevnetOptions, devnet_models, run_devnet
-    from taonode.roles.cheats import CHEATS
 
     if args.model not in devnet_models():
         print(f"taonode devnet: unknown model {args.model!r} (one of {sorted(devnet_models())})")
@@ -44,9 +54,14 @@ def _run(args: argparse.Namespace) -> int:
     cheats = (
         tuple(DEFAULT_CHEATS)
         if args.cheats is None
-        else tuple(c for c in args.cheats.split(",") if c)
+        else tuple(c for c in args.cheats.split(",") if c and c != "none")
     )
-    unknown = [c for c in cheats if c not in CHEATS]
+    unknown = [c for c in cheats if c not in BUILTIN]
+    try:
+        adversaries = tuple(load_strategy(spec) for spec in args.adversary)
+    except StrategyError as exc:
+        print(f"taonode devnet: {exc}")
+        return EXIT_USAGE
     if unknown or args.challengers < 1 or args.voters < 3:
         print(
             f"taonode devnet: unknown cheats {unknown}"
@@ -61,6 +76,7 @@ def _run(args: argparse.Namespace) -> int:
         challengers=args.challengers,
         voters=args.voters,
         cheats=cheats,
+        adversaries=adversaries,
         timeout_s=args.timeout,
         workdir=args.workdir,
     )

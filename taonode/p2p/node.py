@@ -758,7 +758,12 @@ class P2PNode:
                 await stream.write(struct.pack(">BQ", blobproto.NOT_FOUND, 0))
                 m.blob_served.labels("not_found").inc()
                 return
-            out = await blobproto.serve(stream, peer, self._blob_source, self._serve_slots)
+            # A source may answer per asking peer (``for_peer``): who asks is part of serving.
+            source = self._blob_source
+            for_peer = getattr(source, "for_peer", None)
+            if for_peer is not None:
+                source = for_peer(peer)
+            out = await blobproto.serve(stream, peer, source, self._serve_slots)
             m.blob_served.labels(out.outcome).inc()
             m.blob_bytes.labels("out").inc(out.sent)
         except Exception as e:

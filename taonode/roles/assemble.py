@@ -27,12 +27,17 @@ from taonode.p2p.node import P2PConfig, P2PNode
 from taonode.protocol import decisions as d
 from taonode.protocol.dispute import JobView
 from taonode.roles.adapters import SenderAdapter, WatcherFeed
+from taonode.roles.behaviour import (
+    Behaviour,
+    ChallengerBehaviour,
+    ProverBehaviour,
+    VoterBehaviour,
+)
 from taonode.roles.chain import ProtocolParams, read_params
 from taonode.roles.challenger import ChallengerService
-from taonode.roles.cheats import Cheat
 from taonode.roles.compute import ComputeWorker
 from taonode.roles.context import RoleContext, ServedModel
-from taonode.roles.driver import Handler, Policy, ProtocolDriver
+from taonode.roles.driver import Handler, Policy, ProtocolDriver, Settled
 from taonode.roles.jobdata import BlobServer, JobData, blob_digest, verify_blob
 from taonode.roles.metrics import RoleMetrics
 from taonode.roles.payouts import PayoutCollector
@@ -71,10 +76,13 @@ class RoleNodeSpec:
     max_fee_wei: int = 500 * 10**9
     voter_stake_wei: int | None = None
     register_voter: bool = True
-    cheat: Cheat | None = None
     start_block: int = 0
     profiles: tuple[Profile, ...] = ()
     """Profiles known besides each served model's current one (judged by id)."""
+    prover_behaviour: ProverBehaviour | None = None
+    """How the roles choose at each decision point; ``None``: honestly (the daemon always)."""
+    challenger_behaviour: ChallengerBehaviour | None = None
+    voter_behaviour: VoterBehaviour | None = None
 
 
 class _Lifecycle:
@@ -172,7 +180,6 @@ async def build_role_node(
     contracts = Contracts.connect(w3, spec.deployment)
     params = await read_params(contracts)
     metrics = RoleMetrics(registry)
-    cheat = spec.cheat
     serve = BlobServer(blobs)
     # Every profile this node knows (its model store's, and those fetched by id) is served to
     # peers under its id, next to the trace blobs.
@@ -254,8 +261,6 @@ async def build_role_node(
     policies: list[tuple[str, Policy]] = []
     handlers: dict[type[Any], Handler] = {}
     common = _CommonActions(ctx)
-    for action_type in (d.Finalize, d.ClaimTimeout, d.DrawCommittee, d.Resolve):
-        handlers[action_type] = common.send
     services: list[Component] = []
     prover = challenger = voter = None
     driver_ref: list[ProtocolDriver] = []
@@ -266,10 +271,10 @@ async def build_role_node(
 
     me = str(spec.signer.address)
     if "prover" in spec.roles:
-        prover = ProverService(ctx, store, blobs, cheat)
-        serve.refuse = prover.withholds
+        prover = ProverService(ctx, store, blobs, spec.prover_behaviour)
+        serve.serves = prover.serves
         services.append(prover)
-        handlers[d.PostProverMove] = prover.post_move
+        handlers[d.PostProverMove] = _gated(prover.post_move, prover.behaviour)
         policies.append(("prover", lambda job, head: d.prover_decide(job, me, head)))
     if "challenger" in spec.roles:
         challenger = ChallengerService(
@@ -280,11 +285,13 @@ async def build_role_node(
             # Stop fetching a quarter of the move timeout before the deadline: re-execution
             # and landing the move transaction need the rest.
             deadline_margin=max(3, params.move_timeout // 4),
+            behaviour=spec.challenger_behaviour,
         )
         services.append(challenger)
-        handlers[d.Evaluate] = challenger.evaluate
-        handlers[d.Challenge] = challenger.challenge
-        handlers[d.ChooseSubsegment] = challenger.choose
+        gate = challenger.behaviour
+        handlers[d.Evaluate] = _gated(challenger.evaluate, gate)
+        handlers[d.Challenge] = _gated(challenger.challenge, gate)
+        handlers[d.ChooseSubsegment] = _gated(challenger.choose, gate)
         ch = challenger
         policies.append(
             (
@@ -306,12 +313,14 @@ async def build_role_node(
             # Vote directly with a third of the window left if the gossiped vote is not on
             # chain by then (gossip drops messages under load).
             direct_vote_margin=max(3, params.vote_window // 3),
+            behaviour=spec.voter_behaviour,
         )
         services.append(voter)
-        handlers[d.Adjudicate] = voter.adjudicate
-        handlers[d.GossipVote] = voter.gossip
-        handlers[d.SubmitVotes] = voter.submit
-        handlers[d.DirectVote] = voter.direct
+        gate_v = voter.behaviour
+        handlers[d.Adjudicate] = _gated(voter.adjudicate, gate_v)
+        handlers[d.GossipVote] = _gated(voter.gossip, gate_v)
+        handlers[d.SubmitVotes] = _gated(voter.submit, gate_v)
+        handlers[d.DirectVote] = _gated(voter.direct, gate_v)
         vo = voter
         quorum = params.quorum
         policies.append(
@@ -328,6 +337,10 @@ async def build_role_node(
                 ),
             )
         )
+    # Steps any party may take pass every behaviour of this node.
+    behaviours = [s.behaviour for s in (prover, challenger, voter) if s is not None]
+    for action_type in (d.Finalize, d.ClaimTimeout, d.DrawCommittee, d.Resolve):
+        handlers[action_type] = _gated(common.send, *behaviours)
     policies = [(role, range_checked(policy, spec.models)) for role, policy in policies]
     driver = ProtocolDriver(
         feed, policies, handlers, metrics, move_timeout=params.move_timeout, me=me
@@ -367,6 +380,18 @@ async def build_role_node(
         challenger=challenger,
         voter=voter,
     )
+
+
+def _gated(handler: Handler, *behaviours: Behaviour) -> Handler:
+    """``handler`` behind the behaviours' ``proceed`` gates (each may delay or skip it)."""
+
+    async def gated(action: Any) -> None:
+        for behaviour in behaviours:
+            if not await behaviour.proceed(action):
+                raise Settled("the behaviour chose not to act")
+        await handler(action)
+
+    return gated
 
 
 def range_checked(policy: Policy, models: dict[bytes, ServedModel]) -> Policy:

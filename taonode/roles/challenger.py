@@ -34,6 +34,7 @@ from taonode.protocol.decisions import should_sample as sample_draw
 from taonode.protocol.dispute import JobView
 from taonode.protocol.manifest import FrontierManifest
 from taonode.roles.availability import DEFAULT_RETRY, RetryPolicy, fetch_until
+from taonode.roles.behaviour import ChallengerBehaviour
 from taonode.roles.context import ProfileUnavailable, RoleContext, ServedModel, judge_for
 from taonode.roles.driver import Settled
 from taonode.roles.jobdata import DataUnavailable
@@ -55,8 +56,11 @@ class ChallengerService:
         *,
         deadline_margin: int = 3,
         retry: RetryPolicy = DEFAULT_RETRY,
+        behaviour: ChallengerBehaviour | None = None,
     ) -> None:
         self.ctx = ctx
+        self.behaviour = behaviour or ChallengerBehaviour()
+        self.behaviour.attach(ctx)
         self.store = store
         self.sample_rate = sample_rate
         self.on_change = on_change
@@ -103,6 +107,10 @@ class ChallengerService:
         view = self.ctx.views.view(action.job_id)
         if view is None:
             raise Settled("unknown job")
+        chosen = self.behaviour.assess(view)
+        if chosen is not None:
+            await self._remember(action.job_id, chosen, chosen_by="behaviour")
+            return
         served = self.ctx.models.get(view.model_id)
         signature = self.ctx.signer.sign_message(encode_defunct(primitive=action.job_id))
         if served is None or not sample_draw(signature, self.sample_rate):
@@ -239,7 +247,9 @@ class ChallengerService:
         self.ctx.metrics.reexecution_seconds.labels(role="challenger").observe(
             time.perf_counter() - started
         )
-        index = choose_subsegment(scores, self._draw(action.job_id, action.round))
+        index = self.behaviour.choose(
+            action, scores, choose_subsegment(scores, self._draw(action.job_id, action.round))
+        )
         log.info(
             "sub-segment chosen",
             job=action.job_id.hex(),

@@ -221,18 +221,32 @@ class JobData:
 
 
 class BlobServer:
-    """The p2p layer's blob source over the local store; ``refuse`` lets a devnet cheat
-    withhold chosen blobs."""
+    """The p2p layer's blob source over the local store; ``serves(digest, peer)`` decides, per
+    asking peer, whether a blob is handed out (the prover's behaviour: always, when honest)."""
 
-    def __init__(self, local: LocalBlobs, refuse: Callable[[bytes], bool] | None = None) -> None:
+    def __init__(
+        self, local: LocalBlobs, serves: Callable[[bytes, str | None], bool] | None = None
+    ) -> None:
         self.local = local
-        self.refuse = refuse
+        self.serves = serves
 
-    def get(self, digest: bytes) -> bytes | None:
-        if self.refuse is not None and self.refuse(digest):
+    def for_peer(self, peer: str | None) -> _PeerBlobSource:
+        return _PeerBlobSource(self, peer)
+
+    def get(self, digest: bytes, peer: str | None = None) -> bytes | None:
+        if self.serves is not None and not self.serves(digest, peer):
             return None
         hexd = digest.hex()
         try:
             return self.local.get(hexd) if self.local.has(hexd) else None
         except Exception:  # a corrupt or vanished blob is "not found" to the peer
             return None
+
+
+@dataclass(frozen=True)
+class _PeerBlobSource:
+    server: BlobServer
+    peer: str | None
+
+    def get(self, digest: bytes) -> bytes | None:
+        return self.server.get(digest, self.peer)

@@ -57,7 +57,7 @@ from taonode.api.tensors import (
 )
 from taonode.protocol.decisions import PostProverMove
 from taonode.protocol.dispute import expected_cuts
-from taonode.roles.cheats import Cheat
+from taonode.roles.behaviour import ProverBehaviour, ProverJob, ProverMove
 from taonode.roles.compute import QueueFull
 from taonode.roles.context import RoleContext, ServedModel
 from taonode.roles.driver import Settled
@@ -130,19 +130,18 @@ class ProverService:
         ctx: RoleContext,
         store: StateStore,
         blobs: LocalBlobs,
-        cheat: Cheat | None = None,
+        behaviour: ProverBehaviour | None = None,
     ) -> None:
         self.ctx = ctx
         self.store = store
         self.blobs = blobs
-        self.cheat = cheat
+        self.behaviour = behaviour or ProverBehaviour()
+        self.behaviour.attach(ctx)
+        self.behaviour.attach_blobs(blobs)
         self._background: set[asyncio.Task[None]] = set()
         self._running = False
-        # Devnet/test cheats per job, and the blobs a withholding cheat refuses to serve.
-        self.job_cheats: dict[bytes, Cheat] = {}
         self._computed: dict[bytes, bytes] = {}
         """Jobs answered whose record the commit task has not written yet (job → model id)."""
-        self._withheld: set[bytes] = set()
         self._gate = DecodeGate()
         self.commit_health = CommitHealth()
         self.ctx.metrics.commitments_failing.set_function(
@@ -243,21 +242,17 @@ class ProverService:
 
     # -- inference ---------------------------------------------------------------------------
 
-    def withholds(self, digest: bytes) -> bool:
-        return digest in self._withheld
+    def serves(self, digest: bytes, peer: str | None = None) -> bool:
+        """Whether the blob server hands ``digest`` to ``peer``."""
+        return self.behaviour.serves(digest, peer)
 
-    async def infer(
-        self, model_id: bytes, inputs: dict[str, torch.Tensor], *, cheat: Cheat | None = None
-    ) -> InferResult:
-        """Run a job. ``cheat`` exists for the devnet and tests only (no API reaches it)."""
+    async def infer(self, model_id: bytes, inputs: dict[str, torch.Tensor]) -> InferResult:
         served = self.ctx.models.get(model_id)
         if served is None:
             raise KeyError(model_id.hex())
         job_id = os.urandom(32)
-        cheat = cheat or self.cheat
-        if cheat is not None:
-            self.job_cheats[job_id] = cheat
-        model = cheat.model(served.model) if cheat is not None else served.model
+        job = ProverJob(job_id, served.model, inputs)
+        model = self.behaviour.model_for(job)
         check_inputs(served.model, inputs)
         check_token_ids(served.model, inputs)
         try:
@@ -276,7 +271,9 @@ class ProverService:
             raise ModelError(f"an input indexes out of range: {exc}") from None
         seconds = time.perf_counter() - started
         self.ctx.metrics.inference_seconds.observe(seconds)
-        outputs = {name: trace.values[name] for name in served.model.outputs}
+        outputs = self.behaviour.answer(
+            job, {name: trace.values[name] for name in served.model.outputs}
+        )
         if self._answers is not None:
             # Before the client sees the output: a crash from here on leaves a trace of the job
             # that the next start settles (one append, no fsync: ~µs, SIGKILL-safe).
@@ -284,14 +281,15 @@ class ProverService:
         # The job record is written by the commit task, off the answer path (an fsynced SQLite
         # write costs 4-12 ms here); until then GET /v1/jobs/{id} answers from memory.
         self._computed[job_id] = model_id
-        task = asyncio.create_task(self._commit(job_id, served, trace), name="commit")
+        task = asyncio.create_task(self._commit(job, served, trace), name="commit")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         self.ctx.metrics.jobs.labels(role="prover", outcome="served").inc()
         return InferResult(job_id, model_id, outputs, seconds)
 
-    async def _commit(self, job_id: bytes, served: ServedModel, trace: Trace) -> None:
+    async def _commit(self, job: ProverJob, served: ServedModel, trace: Trace) -> None:
         model = served.model
+        job_id = job.job_id
         hexid = job_id.hex()
         try:
             await self.store.run(
@@ -299,14 +297,20 @@ class ProverService:
                 Job(hexid, model.model_id.hex(), "computed", {"prover": self.ctx.me}),
             )
             self._computed.pop(job_id, None)
+            trace = await self.ctx.compute.background.submit(
+                self.behaviour.rewrite_trace, job, trace
+            )
             commitment = await self.ctx.compute.background.submit(commit, model, trace)
             stored = await self.ctx.compute.background.submit(
                 store_trace, self.blobs, model, trace, commitment
             )
             await self.store.run(self.store.pin, list(stored.blobs), f"job:{hexid}")
-            cheat = self.job_cheats.get(job_id)
-            if cheat is not None and cheat.withhold:
-                self._withheld.update(bytes.fromhex(b) for b in stored.blobs)
+            chosen = await self.ctx.compute.background.submit(
+                self.behaviour.commitment, job, trace, commitment
+            )
+            if chosen is None:
+                raise Settled("the behaviour chose not to commit")
+            commitment = chosen
             data: dict[str, Any] = {
                 "prover": self.ctx.me,
                 "frontier_digests": [d.hex() for d in commitment.frontier_digests],
@@ -356,17 +360,21 @@ class ProverService:
         view = self.ctx.views.view(action.job_id)
         if view is None or view.dispute is None:
             raise Settled("no dispute in view")
-        cheat = self.job_cheats.get(action.job_id)
-        if cheat is not None and cheat.silent and view.dispute.round >= 1:
-            raise Settled("silent prover (devnet cheat) stopped answering")
         job = await self.store.run(self.store.get_job, action.job_id.hex())
         if job is None or "frontier_digests" not in job.data:
             raise Settled("job unknown to this prover")
         frontiers = [bytes.fromhex(d) for d in job.data["frontier_digests"]]
         cuts = expected_cuts(view.dispute, self.ctx.params.k)
-        digests = [frontiers[c] for c in cuts]
-        proofs = [p for c in cuts for p in merkle_proof(frontiers, c)]
-        tx = self.ctx.contracts.coordinator.prover_move_tx(action.job_id, digests, proofs)
+        honest = ProverMove(
+            tuple(frontiers[c] for c in cuts),
+            tuple(p for c in cuts for p in merkle_proof(frontiers, c)),
+        )
+        move = await self.behaviour.move(action, honest)
+        if move is None:
+            raise Settled("the behaviour chose not to move")
+        tx = self.ctx.contracts.coordinator.prover_move_tx(
+            action.job_id, list(move.digests), list(move.proofs)
+        )
         await self.ctx.sender.submit(action.key, tx)
 
     # -- HTTP --------------------------------------------------------------------------------

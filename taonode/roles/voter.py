@@ -27,6 +27,7 @@ from taonode.protocol.decisions import Adjudicate, DirectVote, GossipVote, Submi
 from taonode.protocol.dispute import JobView, Phase
 from taonode.protocol.votes import Verdict, dispute_id
 from taonode.roles.availability import DEFAULT_RETRY, RetryPolicy, fetch_until
+from taonode.roles.behaviour import VoterBehaviour
 from taonode.roles.context import ProfileUnavailable, RoleContext, ServedModel, judge_for
 from taonode.roles.driver import Settled
 from taonode.roles.jobdata import DataUnavailable
@@ -50,8 +51,11 @@ class VoterService:
         peer_record: tuple[bytes, list[str]] | None = None,
         direct_vote_margin: int = 3,
         retry: RetryPolicy = DEFAULT_RETRY,
+        behaviour: VoterBehaviour | None = None,
     ) -> None:
         self.ctx = ctx
+        self.behaviour = behaviour or VoterBehaviour()
+        self.behaviour.attach(ctx)
         self.store = store
         self.committee = committee
         self.on_change = on_change
@@ -147,6 +151,7 @@ class VoterService:
         self.ctx.metrics.reexecution_seconds.labels(role="voter").observe(
             time.perf_counter() - started
         )
+        verdict = self.behaviour.verdict(view, verdict)
         log.info(
             "leaf judged",
             job=action.job_id.hex(),

@@ -55,11 +55,11 @@ def test_cli_lists_every_command_succeeds() -> None:
 def test_cli_unsafe_cheat_off_local_chain_reverts(tmp_path: Path) -> None:
     config = tmp_path / "node.toml"
     config.write_text(f'[node]\ndata_dir = "{tmp_path / "d"}"\n[chain]\nchain_id = 1\n')
-    result = _taonode("--config", str(config), "--unsafe-cheat", "fp16-weights")
+    result = _taonode("--config", str(config), "--unsafe-adversary", "fp16-weights")
     assert result.returncode == 2
     assert "refused (local chains only" in result.stderr
     unknown = tmp_path / "local.toml"
     unknown.write_text(f'[node]\ndata_dir = "{tmp_path / "d"}"\n[chain]\nchain_id = 31337\n')
-    result = _taonode("--config", str(unknown), "--unsafe-cheat", "no-such-cheat")
+    result = _taonode("--config", str(unknown), "--unsafe-adversary", "no-such-cheat")
     assert result.returncode == 2
     assert "refused" in result.stderr

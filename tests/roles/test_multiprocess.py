@@ -1,6 +1,6 @@
 """Every role a separate ``taonode --role … --config …`` process on anvil over real libp2p.
 
-One honest prover and one cheating prover (``--unsafe-cheat``, refused off local chains), a
+One honest prover and one cheating prover (``--unsafe-adversary``, refused off local chains), a
 challenger and three voters. Mid-dispute the cheating prover and the challenger are SIGKILLed
 and restarted, and the RPC stops answering for a few seconds: the honest job still finalizes
 and the cheat is still slashed by the committee.
@@ -144,7 +144,7 @@ async def test_multiprocess_roles_on_anvil_with_crashes_and_rpc_outage_succeeds(
 
         layout: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
             ("prover", ("prover",), ()),
-            ("cheater", ("prover",), ("--unsafe-cheat", "fp16-weights")),
+            ("cheater", ("prover",), ("--unsafe-adversary", "fp16-weights")),
             ("challenger", ("challenger",), ()),
             ("voter-1", ("voter",), ()),
             ("voter-2", ("voter",), ()),

@@ -1,16 +1,9 @@
-"""Cheating provers, for the devnet and the end-to-end tests only.
-
-A cheat is enabled only by constructing one explicitly (``taonode devnet`` scenarios, tests);
-no config key or flag of the daemon can turn one on. Each weight-space cheat returns a copy of
-the model with altered weights while keeping the honest model id, exactly what a provider that
-quietly downgrades a model would do; the data cheats withhold blobs or stop moving.
-"""
+"""Weight-space cheats: a copy of the model's weights altered the way a provider that quietly
+downgrades a model would (lower precision, quantization, noise), keeping the honest model id."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
@@ -64,33 +57,3 @@ def perturb_weights(relative: float, seed: int = 7) -> Callable[[Model], WeightM
         return out
 
     return transform
-
-
-@dataclass(frozen=True)
-class Cheat:
-    """How a devnet prover misbehaves."""
-
-    name: str
-    weights: Callable[[Model], WeightMap] | None = None
-    withhold: bool = False
-    """Serve no data at all (inputs, outputs, frontiers)."""
-    silent: bool = False
-    """Stop answering mid-dispute: the first move is made, later ones never are."""
-
-    def model(self, model: Model) -> Model:
-        if self.weights is None:
-            return model
-        return dataclasses.replace(model, weights=self.weights(model))
-
-
-CHEATS: dict[str, Cheat] = {
-    "fp16-weights": Cheat("fp16-weights", weights=cast_weights(torch.float16)),
-    "bf16-weights": Cheat("bf16-weights", weights=cast_weights(torch.bfloat16)),
-    "int8-weights": Cheat("int8-weights", weights=int8_weights),
-    "perturb-1e-3": Cheat("perturb-1e-3", weights=perturb_weights(1e-3)),
-    "perturb-1e-4": Cheat("perturb-1e-4", weights=perturb_weights(1e-4)),
-    "withhold-data": Cheat("withhold-data", weights=cast_weights(torch.bfloat16), withhold=True),
-    "silent-mid-dispute": Cheat(
-        "silent-mid-dispute", weights=cast_weights(torch.float16), silent=True
-    ),
-}
