@@ -124,7 +124,9 @@ def test_false_challenger_loses_its_bond(devnet: Devnet) -> None:
     assert view.history, "the false challenge left no ended dispute"
     assert view.history[-1].outcome is Outcome.PROVER_WON
     assert view.status is ResultStatus.FINALIZED
-    assert outcome.attacker_net == -ETHER  # exactly the challenger bond
+    # At least the challenger bond: after the re-open the liar may challenge (and lose) again.
+    assert outcome.attacker_net <= -ETHER
+    assert outcome.attacker_net % ETHER == 0  # whole bonds only, nothing else moved
     # A forfeited challenger bond never goes to the prover (DESIGN v2); it loses nothing.
     assert sum(v for a, v in outcome.nets.items() if a.lower() == view.prover.lower()) >= 0
 

@@ -43,7 +43,7 @@ from tests.roles.test_multiprocess import NodeSetup, _post, _until, _write_node
 ETHER = 10**18
 BLOCK_TIME_S = 0.1
 READY_LIMIT_S = 30.0
-TOTAL_LIMIT_S = 120.0
+TOTAL_LIMIT_S = 240.0
 HISTORY_BLOCKS = 400  # > 256 + 64: the old pruning (every 64 blocks) kept up to 320
 PARAMS = DeployParams(
     challengeWindow=5000,
@@ -158,7 +158,7 @@ async def test_sigkill_after_400_blocks_every_node_ready_with_open_jobs_succeeds
         for name in nodes:
             start(name)
         for name in nodes:
-            await _until(f"{name} ready", functools.partial(ready, name), 120)
+            await _until(f"{name} ready", functools.partial(ready, name), TOTAL_LIMIT_S)
 
         def body(seed: int) -> dict[str, Any]:
             inputs = inputs_like(model, example, seed)
@@ -182,7 +182,7 @@ async def test_sigkill_after_400_blocks_every_node_ready_with_open_jobs_succeeds
                 (await coordinator.result_of(cheat_id)).status == STATUS_DISPUTED
             )
 
-        await _until("two honest jobs committed and the cheat disputed", all_open, 120)
+        await _until("two honest jobs committed and the cheat disputed", all_open, 240)
         disputed_at = int(await chain.w3.eth.block_number)
 
         async def history_deep() -> bool:
