@@ -1,7 +1,7 @@
 """Restart soak, CI-sized: real ``taonode`` processes on an interval-mining anvil are SIGKILLed
 after more than 256 blocks of activity and come back ready, with every open job and dispute.
 
-An honest prover, a cheating prover (``--unsafe-cheat``) and a challenger. Two honest jobs and
+An honest prover, a cheating prover (``--unsafe-adversary``) and a challenger. Two honest jobs and
 one cheat are committed; the challenger disputes the cheat. The challenge window and move
 timeout are long, so all three jobs and the dispute stay open while anvil mines a block every
 0.1 s. Once 400 blocks lie between the commitments and the head (the watcher keeps only the
@@ -116,7 +116,7 @@ async def test_sigkill_after_400_blocks_every_node_ready_with_open_jobs_succeeds
 
         layout: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
             ("prover", ("prover",), ()),
-            ("cheater", ("prover",), ("--unsafe-cheat", "fp16-weights")),
+            ("cheater", ("prover",), ("--unsafe-adversary", "fp16-weights")),
             ("challenger", ("challenger",), ()),
         ]
         ports = [free_port() for _ in layout]
